@@ -1,0 +1,4 @@
+"""Registered degradations: every `*_degradation.py` file here is imported when the registry is first used."""
+from llcv._imports import import_modules
+
+import_modules(__name__, __path__, "_degradation")

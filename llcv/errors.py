@@ -1,0 +1,13 @@
+"""User-facing errors: one clear line naming the bad key, file or name, and the fix."""
+
+
+class LLCVError(Exception):
+    """An error caused by the user's input (options, data, paths); printed without a traceback."""
+
+
+class OptionError(LLCVError):
+    """An option file or override is invalid; the message starts with the dotted key path."""
+
+
+class DataError(LLCVError):
+    """A data file or LMDB entry cannot be used; the message names the file or key."""

@@ -1,0 +1,79 @@
+"""One registry per component kind; components are built from ``{type: Name, **kwargs}``.
+
+Registries import their package lazily (mmengine ``locations``), so ``import llcv`` stays light.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+from typing import Any, Mapping
+
+from mmengine.registry import Registry
+
+from llcv.errors import OptionError
+
+ARCHS = Registry("arch", scope="llcv", locations=["llcv.archs"])
+LOSSES = Registry("loss", scope="llcv", locations=["llcv.losses"])
+DEGRADATIONS = Registry("degradation", scope="llcv", locations=["llcv.degradations"])
+PRUNERS = Registry("pruner", scope="llcv", locations=["llcv.pruners"])
+DATASETS = Registry("dataset", scope="llcv", locations=["llcv.data"])
+METRICS = Registry("metric", scope="llcv", locations=["llcv.metrics"])
+HOOKS = Registry("hook", scope="llcv", locations=["llcv.engine.hooks"])
+
+
+def registered_names(registry: Registry) -> list[str]:
+    """All names in ``registry``, after importing its package."""
+    registry.import_from_location()
+    return sorted(registry.module_dict)
+
+
+def lookup(registry: Registry, name: Any, key: str) -> Any:
+    """Return the component called ``name``; an unknown name fails listing the close matches."""
+    names = registered_names(registry)
+    if not isinstance(name, str) or name not in registry.module_dict:
+        close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise OptionError(
+            f"{key}: unknown {registry.name} type '{name}'; {hint}registered: {', '.join(names)}"
+        )
+    return registry.module_dict[name]
+
+
+def check_kwargs(obj: Any, kwargs: Mapping[str, Any], key: str) -> None:
+    """Fail naming ``key.<arg>`` when ``kwargs`` do not fit the signature of ``obj``."""
+    params = inspect.signature(obj).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for name in kwargs:
+        if name not in accepted:
+            close = difflib.get_close_matches(name, accepted, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise OptionError(
+                f"{key}.{name}: unknown option for {getattr(obj, '__name__', obj)}{hint}; "
+                f"accepted: {', '.join(accepted)}"
+            )
+
+
+def check_required(obj: Any, kwargs: Mapping[str, Any], key: str, provided: tuple = ()) -> None:
+    """Fail naming ``key.<arg>`` for each required argument of ``obj`` missing from ``kwargs``."""
+    for name, p in inspect.signature(obj).parameters.items():
+        required = p.default is inspect.Parameter.empty and p.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        if required and name not in kwargs and name not in provided:
+            raise OptionError(f"{key}.{name}: missing required option for {obj.__name__}")
+
+
+def build(registry: Registry, cfg: Mapping[str, Any], key: str, **extra: Any) -> Any:
+    """Build the component described by ``cfg`` (never mutated); ``key`` is its dotted option path.
+
+    ``extra`` are arguments supplied by llcv itself (e.g. ``phase``), not by the option file.
+    """
+    if not isinstance(cfg, Mapping) or "type" not in cfg:
+        raise OptionError(f"{key}: expected a mapping with a 'type' key, got {cfg!r}")
+    kwargs = {k: copy.deepcopy(v) for k, v in cfg.items() if k != "type"}
+    obj = lookup(registry, cfg["type"], f"{key}.type")
+    check_kwargs(obj, {**kwargs, **extra}, key)
+    check_required(obj, {**kwargs, **extra}, key)
+    return obj(**kwargs, **extra)
