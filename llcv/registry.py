@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from mmengine.registry import Registry
 
-from llcv.errors import OptionError
+from llcv.errors import LLCVError, OptionError
 
 ARCHS = Registry("arch", scope="llcv", locations=["llcv.archs"])
 LOSSES = Registry("loss", scope="llcv", locations=["llcv.losses"])
@@ -76,4 +76,11 @@ def build(registry: Registry, cfg: Mapping[str, Any], key: str, **extra: Any) ->
     obj = lookup(registry, cfg["type"], f"{key}.type")
     check_kwargs(obj, {**kwargs, **extra}, key)
     check_required(obj, {**kwargs, **extra}, key)
-    return obj(**kwargs, **extra)
+    try:
+        return obj(**kwargs, **extra)
+    except LLCVError as err:
+        # Components start messages with the argument name; make it the full option path.
+        argument = str(err).split(":", 1)[0].split(".", 1)[0]
+        if argument in inspect.signature(obj).parameters:
+            raise type(err)(f"{key}.{err}") from None
+        raise

@@ -1,0 +1,1 @@
+"""Model analysis: parameters, MACs/FLOPs and per-layer activation sizes at a given input shape."""

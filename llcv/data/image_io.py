@@ -1,0 +1,118 @@
+"""Reading images: storage backends give encoded bytes by name, decoding turns them into arrays.
+
+Keeping the two apart lets an LMDB backend (same ``keys``/``get``/``describe`` methods) replace
+the folder backend without touching the datasets.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from llcv.errors import DataError, OptionError
+
+# A broken file is reported once, as a DataError naming it; OpenCV's own warning would only repeat it.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+class DiskBackend:
+    """Image files of one folder (not recursive), keyed by file name without extension."""
+
+    def __init__(self, root: str, option: str) -> None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise OptionError(f"{option}: expected a folder path, got {root!r}")
+        if not os.path.isdir(root):
+            problem = "is a file, not a folder" if os.path.exists(root) else "does not exist"
+            raise OptionError(f"{option}: folder '{root}' {problem}; check the path "
+                              f"(relative paths are taken from the current directory)")
+        self.root = root
+        self.files: dict[str, str] = {}
+        for filename in sorted(os.listdir(root)):
+            stem, ext = os.path.splitext(filename)
+            if ext.lower() not in IMAGE_EXTENSIONS or filename.startswith("."):
+                continue
+            if stem in self.files:
+                raise DataError(f"{option}: folder '{root}' holds both '{self.files[stem]}' and "
+                                f"'{filename}'; keep one image per name")
+            self.files[stem] = filename
+        if not self.files:
+            raise DataError(f"{option}: folder '{root}' contains no images "
+                            f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}); check the path")
+
+    def keys(self) -> list[str]:
+        """Names of the images, sorted."""
+        return list(self.files)
+
+    def describe(self, name: str) -> str:
+        """Where image ``name`` lives, for messages and sample paths."""
+        return os.path.join(self.root, self.files[name])
+
+    def get(self, name: str) -> bytes:
+        """The encoded bytes of image ``name``."""
+        path = self.describe(name)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as err:
+            raise DataError(f"cannot read image '{path}': {err.strerror}") from err
+
+
+def make_backend(io_backend: Optional[Mapping[str, Any]], root: str, option: str) -> DiskBackend:
+    """Storage backend for folder/database ``root`` given by option ``option``."""
+    cfg = {"type": "disk"} if io_backend is None else io_backend
+    if not isinstance(cfg, Mapping) or cfg.get("type") != "disk":
+        raise OptionError(f"io_backend: {io_backend!r} is not supported yet; use {{type: disk}} "
+                          f"(a folder of image files)")
+    extra = sorted(set(cfg) - {"type"})
+    if extra:
+        raise OptionError(f"io_backend.{extra[0]}: unknown option for the disk backend")
+    return DiskBackend(root, option)
+
+
+def decode_image(data: bytes, source: str) -> np.ndarray:
+    """Decode image bytes to an HWC RGB array in its stored dtype (uint8, uint16 or float).
+
+    Gray images get three channels and alpha is dropped; the result may be a view, so crop it
+    before :func:`to_float` to convert only the pixels kept.
+    """
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
+    if img is None:
+        raise DataError(f"cannot decode image '{source}': the file is corrupt, truncated or not "
+                        f"an image; replace or remove it")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    channels = img.shape[2]
+    if channels == 1:
+        return np.repeat(img, 3, axis=2)
+    if channels in (3, 4):
+        return img[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped
+    raise DataError(f"image '{source}' has {channels} channels; expected gray, RGB or RGBA")
+
+
+def to_float(img: np.ndarray, source: str = "image") -> np.ndarray:
+    """Contiguous float32 copy of ``img`` in [0, 1] (uint8 / 255, uint16 / 65535, float as is)."""
+    if img.dtype == np.uint8:
+        scale = np.float32(255.0)
+    elif img.dtype == np.uint16:
+        scale = np.float32(65535.0)
+    elif img.dtype.kind == "f":
+        scale = np.float32(1.0)
+    else:
+        raise DataError(f"image '{source}' has unsupported pixel type {img.dtype}; use 8- or "
+                        f"16-bit images")
+    out = np.empty(img.shape, np.float32)
+    np.divide(img, scale, out=out, casting="unsafe")  # division keeps 255/255 exactly 1
+    return out
+
+
+def to_tensor(img: np.ndarray, source: str = "image") -> torch.Tensor:
+    """CHW float32 tensor in [0, 1] from an HWC array, converted and transposed in one pass."""
+    return torch.from_numpy(to_float(img.transpose(2, 0, 1), source))

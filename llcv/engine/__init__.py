@@ -1,0 +1,1 @@
+"""Training engine: runner, hooks, checkpoints, logging, optimisation."""

@@ -1,0 +1,76 @@
+"""Process-group facts for the runner: rank, world size, device; rank 0 alone writes files."""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+from llcv.errors import LLCVError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_dist(launcher: str, timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
+    if launcher == "none":
+        return DistInfo()
+    if launcher != "pytorch":
+        raise LLCVError(f"--launcher: '{launcher}' is not one of none, pytorch")
+    missing = [k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+               if k not in os.environ]
+    if missing:
+        raise LLCVError(f"--launcher pytorch: environment lacks {', '.join(missing)}; start with "
+                        f"`torchrun --nproc_per_node=N tools/train.py -opt ... --launcher pytorch`")
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                    int(os.environ["LOCAL_RANK"]))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(info.local_rank)
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return info
+
+
+def select_device(name: str, info: DistInfo) -> torch.device:
+    """``auto`` is CUDA (this rank's GPU) when available, else CPU; ``cpu``/``cuda[:N]`` force it."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LLCVError(f"device: '{name}' requested but CUDA is not available; use 'auto' or 'cpu'")
+        return torch.device(name if ":" in name else f"cuda:{info.local_rank}")
+    if name != "cpu":
+        raise LLCVError(f"device: '{name}' is not one of auto, cpu, cuda, cuda:N")
+    return torch.device("cpu")
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum ``values`` over ranks (identity in a single process)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.all_reduce(values, op=torch_dist.ReduceOp.SUM)
+    return values
+
+
+def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of ``values`` over ranks (identity in a single process)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.all_reduce(values, op=torch_dist.ReduceOp.MAX)
+    return values

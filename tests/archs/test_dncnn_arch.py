@@ -1,0 +1,67 @@
+"""DnCNN: shapes, residual learning, gradients, parameter counts of the paper's models."""
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from llcv.errors import OptionError
+from llcv.registry import ARCHS, build
+
+
+def tiny(seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    cfg = {"type": "DnCNN", "in_ch": 3, "depth": 4, "features": 8, **overrides}
+    return build(ARCHS, cfg, "network_g")
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 13, 7), (2, 3, 1, 1), (1, 3, 16, 9)])
+def test_forward_keeps_any_input_size(shape):
+    model = tiny()
+    assert model.size_multiple == 1
+    assert model(torch.rand(shape)).shape == shape
+
+
+def test_residual_learning_subtracts_the_predicted_noise():
+    model = tiny().eval()
+    x = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(model(x), x - model.body(x))
+    plain = tiny(residual=False).eval()
+    torch.testing.assert_close(plain(x), plain.body(x))
+
+
+@pytest.mark.parametrize("use_bn", [True, False])
+def test_backward_reaches_every_parameter(use_bn):
+    model = tiny(use_bn=use_bn)
+    model(torch.rand(2, 3, 11, 9)).square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == use_bn
+
+
+@pytest.mark.parametrize("in_ch,depth", [(1, 17), (1, 20), (3, 20)])  # DnCNN-S, -B, CDnCNN-B
+def test_paper_model_parameter_counts(in_ch, depth):
+    f = 64
+    first = in_ch * f * 9 + f                    # conv with bias
+    middle = (depth - 2) * (f * f * 9 + 2 * f)   # bias-free conv + BN weight and bias
+    last = f * in_ch * 9 + in_ch
+    model = build(ARCHS, {"type": "DnCNN", "in_ch": in_ch, "depth": depth}, "network_g",
+                  device="meta")
+    assert sum(p.numel() for p in model.parameters()) == first + middle + last
+    assert depth != 17 or in_ch != 1 or first + middle + last == 556_097
+
+
+def test_state_dict_round_trip_includes_bn_statistics():
+    a, b = tiny(0), tiny(1)
+    a(torch.rand(4, 3, 8, 8))  # updates BN running stats in train mode
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    x = torch.rand(1, 3, 9, 10)
+    torch.testing.assert_close(a.eval()(x), b.eval()(x), rtol=0, atol=0)
+
+
+def test_bad_depth_names_the_option():
+    with pytest.raises(OptionError, match=r"depth: expected an integer >= 2"):
+        tiny(depth=1)

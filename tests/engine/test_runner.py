@@ -1,0 +1,124 @@
+"""End-to-end runs on CPU: outputs written, TensorBoard tags, exact resume, checkpoint rules."""
+import json
+import os
+import signal
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import tiny_options
+from llcv.engine.hooks import Hook
+from llcv.engine.runner import Runner, RunInterrupted
+from llcv.errors import LLCVError
+from llcv.options import validate_options
+
+
+def run(opt, **kwargs):
+    runner = Runner(validate_options(opt), **kwargs)
+    runner.train()
+    return runner
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    runner = run(tiny_options(tmp))
+    return runner.exp_dir
+
+
+def test_outputs_written(finished_run):
+    exp = finished_run
+    for rel in ("models/net_g_3.pth", "models/net_g_6.pth", "models/net_g_latest.pth",
+                "training_states/3.state", "training_states/6.state", "options.yml"):
+        assert os.path.isfile(os.path.join(exp, rel)), rel
+    weights = torch.load(os.path.join(exp, "models/net_g_6.pth"), weights_only=True)
+    assert weights["network_g"]["type"] == "UNet" and "params" in weights
+    state = torch.load(os.path.join(exp, "training_states/6.state"), weights_only=True)
+    assert state["iter"] == 6 and "optimizer" in state and "rng" in state
+    assert not [f for f in os.listdir(os.path.join(exp, "models")) if f.startswith(".tmp")]
+
+
+def test_jsonl_and_text_log(finished_run):
+    with open(os.path.join(finished_run, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    train = [r for r in lines if "train/l_pix" in r]
+    val = [r for r in lines if "val/psnr" in r]
+    assert [r["iter"] for r in train] == [2, 4, 6]
+    assert all("mem/rss_mb" in r and "mem/rss_peak_mb" in r and "train/lr" in r for r in train)
+    assert [r["iter"] for r in val] == [3, 6]
+    assert "val/lq_psnr" in val[0] and "val/best_psnr" in val[1]
+    assert val[1]["val/best_psnr"] == max(v["val/psnr"] for v in val)
+    log = [f for f in os.listdir(finished_run) if f.endswith(".log")][0]
+    text = open(os.path.join(finished_run, log)).read()
+    assert "iter:       6/6" in text and "mem/rss_peak_mb:" in text and "eta:" in text
+    assert "reference val LQ vs GT: psnr:" in text
+
+
+def test_tensorboard_tags(finished_run):
+    acc = EventAccumulator(os.path.join(finished_run, "tb"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    assert {"train/l_pix", "train/lr", "val/psnr", "val/ssim", "val/lq_psnr"} <= scalars
+    for tag in ("mem/rss_mb", "mem/rss_peak_mb"):
+        assert [e.step for e in acc.Scalars(tag)] == [1, 2, 3, 4, 5, 6]
+    assert any(tag.startswith("val_images/") for tag in acc.Tags()["images"])
+
+
+class StopAt(Hook):
+    """Sends this process SIGTERM during iteration ``k``, as a scheduler or the user would."""
+
+    priority = 90
+
+    def __init__(self, k):
+        self.k = k
+
+    def after_train_iter(self, runner, it, batch, record):
+        if it == self.k:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_stop_and_resume_is_bit_identical(tmp_path, workers):
+    opt = tiny_options(tmp_path, total_iter=8, ema_decay=0.9)
+    opt["datasets"]["train"]["num_worker_per_gpu"] = workers
+    opt["logger"]["save_checkpoint_freq"] = 100
+    opt["val"]["val_freq"] = 100
+    straight = run(dict(opt, name="straight"))
+
+    interrupted = Runner(validate_options(dict(opt, name="resumed")))
+    interrupted.hooks.append(StopAt(5))
+    with pytest.raises(RunInterrupted, match="SIGTERM.*iter 5"):
+        interrupted.train()
+    resumed = run(dict(opt, name="resumed"), auto_resume=True)
+    assert resumed.start_iter == 5
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_state_must_be_a_training_state(tmp_path, finished_run):
+    opt = tiny_options(tmp_path)
+    opt["path"]["resume_state"] = os.path.join(finished_run, "models", "net_g_6.pth")
+    with pytest.raises(LLCVError, match="path.resume_state: .* holds network weights"):
+        Runner(validate_options(opt))
+
+
+def test_pretrained_weights_load_and_mismatch_is_named(tmp_path, finished_run):
+    opt = tiny_options(tmp_path)
+    opt["path"]["pretrain_network_g"] = os.path.join(finished_run, "models", "net_g_6.pth")
+    runner = Runner(validate_options(opt))
+    saved = torch.load(opt["path"]["pretrain_network_g"], weights_only=True)["params"]
+    assert all(torch.equal(saved[k], v) for k, v in runner.model.state_dict().items())
+    opt["network_g"]["widths"] = [8, 8]
+    with pytest.raises(LLCVError, match="path.pretrain_network_g: .* does not fit network_g"):
+        Runner(validate_options(dict(opt, name="mismatch")))
+
+
+def test_fresh_run_archives_previous_folder(tmp_path):
+    opt = tiny_options(tmp_path, total_iter=2)
+    first = run(opt)
+    run(opt)
+    siblings = os.listdir(os.path.dirname(first.exp_dir))
+    assert any(s.startswith("tiny_archived_") for s in siblings) and "tiny" in siblings

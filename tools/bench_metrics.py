@@ -1,0 +1,125 @@
+"""Benchmark PSNR+SSIM on SIDD-sized validation data: BasicSR-style numpy loop vs batched torch.
+
+Default: 1280 blocks of 256x256x3 (the SIDD validation protocol), made from crops of photos bundled
+with scikit-image plus seeded Gaussian noise. Both paths start from the same uint8 BGR stacks; the
+torch time includes turning them into RGB NCHW float tensors in [0, 1].
+
+    python tools/bench_metrics.py                 # full run (~1-2 min on 2 cores)
+    python tools/bench_metrics.py --blocks 64     # quick look
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from llcv.metrics import calculate_psnr, calculate_psnr_pt, calculate_ssim, calculate_ssim_pt
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "motorcycle")
+
+
+def load_photos() -> list[np.ndarray]:
+    """RGB uint8 photos bundled with scikit-image (no download needed)."""
+    from skimage import data
+
+    photos = []
+    for name in PHOTOS:
+        img = getattr(data, name, None)
+        if img is None:
+            continue
+        img = img()
+        img = img[0] if isinstance(img, tuple) else img
+        photos.append(np.ascontiguousarray(img[..., :3]))
+    return photos
+
+
+def make_blocks(count: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` GT / noisy uint8 BGR blocks (count, size, size, 3): random photo crops + noise."""
+    rng = np.random.default_rng(seed)
+    photos = [p for p in load_photos() if min(p.shape[:2]) >= size]
+    gt = np.empty((count, size, size, 3), np.uint8)
+    lq = np.empty_like(gt)
+    for i in range(count):
+        photo = photos[rng.integers(len(photos))]
+        top = rng.integers(photo.shape[0] - size + 1)
+        left = rng.integers(photo.shape[1] - size + 1)
+        crop = photo[top:top + size, left:left + size, ::-1]  # RGB -> BGR, as cv2.imread gives
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        gt[i] = crop
+        sigma = rng.uniform(2.0, 30.0)
+        noise = rng.standard_normal(crop.shape, dtype=np.float32) * np.float32(sigma)
+        lq[i] = np.clip(np.rint(crop + noise), 0, 255)
+    return gt, lq
+
+
+def run_numpy(gt: np.ndarray, lq: np.ndarray, test_y: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image PSNR and SSIM, one block at a time (how BasicSR validates)."""
+    psnr = [calculate_psnr(a, b, 0, test_y_channel=test_y) for a, b in zip(gt, lq)]
+    ssim = [calculate_ssim(a, b, 0, test_y_channel=test_y) for a, b in zip(gt, lq)]
+    return np.array(psnr), np.array(ssim)
+
+
+def to_tensor(blocks: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC BGR stack -> float64 NCHW RGB in [0, 1]."""
+    return torch.from_numpy(blocks).permute(0, 3, 1, 2).flip(1).to(torch.float64).div_(255.0)
+
+
+def run_torch(gt: np.ndarray, lq: np.ndarray, test_y: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Batched PSNR and SSIM of a stack of blocks, conversion to tensors included."""
+    x, y = to_tensor(gt), to_tensor(lq)
+    psnr = calculate_psnr_pt(x, y, 0, test_y_channel=test_y)
+    ssim = calculate_ssim_pt(x, y, 0, test_y_channel=test_y)
+    return psnr.numpy(), ssim.numpy()
+
+
+def compare(gt: np.ndarray, lq: np.ndarray, test_y: bool, batch: int) -> dict[str, list]:
+    """Both paths on each batch of blocks in turn, alternating which goes first.
+
+    Interleaving gives both the same share of whatever else runs on the machine meanwhile.
+    """
+    runs = {"numpy": run_numpy, "torch": run_torch}
+    seconds = dict.fromkeys(runs, 0.0)
+    values: dict[str, list] = {name: [] for name in runs}
+    for k, start in enumerate(range(0, len(gt), batch)):
+        order = list(runs) if k % 2 == 0 else list(runs)[::-1]
+        for name in order:
+            begin = time.perf_counter()
+            values[name].append(runs[name](gt[start:start + batch], lq[start:start + batch], test_y))
+            seconds[name] += time.perf_counter() - begin
+    return {name: [seconds[name], *map(np.concatenate, zip(*values[name]))] for name in runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=1280, help="number of blocks (default 1280)")
+    parser.add_argument("--size", type=int, default=256, help="block side in pixels")
+    parser.add_argument("--batch", type=int, default=16, help="blocks per torch call")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-y-channel", action="store_true", help="evaluate on BT.601 Y")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: keep default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    gt, lq = make_blocks(args.blocks, args.size, args.seed)
+    print(f"{args.blocks} blocks of {args.size}x{args.size}x3, test_y_channel={args.test_y_channel}, "
+          f"torch threads={torch.get_num_threads()}")
+    results = compare(gt, lq, args.test_y_channel, args.batch)
+
+    print(f"{'path':<22}{'time s':>9}{'ms/block':>10}{'mean PSNR':>13}{'mean SSIM':>12}")
+    labels = {"numpy": "numpy (BasicSR-style)", "torch": "torch (batched)"}
+    for name, (seconds, psnr, ssim) in results.items():
+        print(f"{labels[name]:<22}{seconds:>9.2f}{1000 * seconds / args.blocks:>10.2f}"
+              f"{psnr.mean():>13.6f}{ssim.mean():>12.8f}")
+    (t_np, psnr_np, ssim_np), (t_pt, psnr_pt, ssim_pt) = results["numpy"], results["torch"]
+    print(f"max |diff| per block: PSNR {np.abs(psnr_np - psnr_pt).max():.2e} dB, "
+          f"SSIM {np.abs(ssim_np - ssim_pt).max():.2e}; "
+          f"|diff| of means: PSNR {abs(psnr_np.mean() - psnr_pt.mean()):.2e}, "
+          f"SSIM {abs(ssim_np.mean() - ssim_pt.mean()):.2e}")
+    print(f"result: metrics_speedup = {t_np / t_pt:.2f} (target >= 5)")
+
+if __name__ == "__main__":
+    main()
