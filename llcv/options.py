@@ -84,6 +84,10 @@ SCHEMA: dict[str, Any] = {
     "model_type": Key(STR, "ImageRestorationModel"),
     "scale": Key(INT, 1),
     "num_gpu": Key((int, str), "auto"),
+    "dist_params": {
+        "backend": Key(STR, "auto", ("auto", "gloo", "nccl")),
+        "timeout": Key(FLOAT, 1800.0),  # seconds a collective may wait for a peer
+    },
     "datasets": "datasets",  # validated by _check_datasets: phase name -> loader keys + dataset
     "network_g": Component("arch"),
     "path": {

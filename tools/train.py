@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
+    from llcv.engine.dist import close_dist
     from llcv.engine.runner import Runner
     from llcv.options import load_options
 
@@ -37,7 +38,10 @@ def main() -> None:
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     opt = load_options(args.opt, args.set, debug=args.debug)
-    Runner(opt, auto_resume=args.auto_resume, launcher=args.launcher).train()
+    try:
+        Runner(opt, auto_resume=args.auto_resume, launcher=args.launcher).train()
+    finally:
+        close_dist()
 
 
 if __name__ == "__main__":

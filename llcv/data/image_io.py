@@ -1,12 +1,13 @@
-"""Reading images: storage backends give encoded bytes by name, decoding turns them into arrays.
+"""Reading images: storage backends give images by name, as arrays or lazily cropped views.
 
-Keeping the two apart lets an LMDB backend (same ``keys``/``get``/``describe`` methods) replace
-the folder backend without touching the datasets.
+Every backend has ``root``, ``keys()``, ``describe(name)`` and ``read(name)``; ``read`` returns an
+HWC RGB array, or for raw LMDB values a view with ``shape`` whose slices read only the pixels
+kept. Datasets crop first and call ``np.asarray`` after, so they never know which backend it was.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Protocol
 
 import cv2
 import numpy as np
@@ -18,6 +19,43 @@ from llcv.errors import DataError, OptionError
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DEMO_HINT = "options/train_unet_demo.yml trains without any data"
+# Data sets with a preparation tool: a path containing the fragment is made by the command.
+PREPARE_COMMANDS = {
+    "sidd": "python tools/prepare_sidd.py --medium <SIDD_Medium_Srgb> --val-noisy "
+            "<ValidationNoisyBlocksSrgb.mat> --val-gt <ValidationGtBlocksSrgb.mat> --out datasets/SIDD",
+}
+
+
+class ImageBackend(Protocol):
+    """What datasets need from a storage backend."""
+
+    root: str
+
+    def keys(self) -> list[str]: ...
+
+    def describe(self, name: str) -> str: ...
+
+    def read(self, name: str) -> Any: ...
+
+
+def prepare_command(root: str) -> Optional[str]:
+    """The command that makes the data at ``root``: its preparation tool, create_lmdb for an LMDB."""
+    lowered = str(root).lower()
+    for fragment, command in PREPARE_COMMANDS.items():
+        if fragment in lowered:
+            return command
+    if lowered.rstrip("/\\").endswith(".lmdb"):
+        return f"python tools/create_lmdb.py --input <folder of images> --output {root}"
+    return None
+
+
+def prepare_hint(root: str) -> str:
+    """What to do about missing data at ``root``."""
+    command = prepare_command(root)
+    if command is None:
+        return "check the path (relative paths are taken from the current directory)"
+    return f"make it with `{command}`"
 
 
 class DiskBackend:
@@ -27,9 +65,10 @@ class DiskBackend:
         if not isinstance(root, (str, os.PathLike)):
             raise OptionError(f"{option}: expected a folder path, got {root!r}")
         if not os.path.isdir(root):
-            problem = "is a file, not a folder" if os.path.exists(root) else "does not exist"
-            raise OptionError(f"{option}: folder '{root}' {problem}; check the path "
-                              f"(relative paths are taken from the current directory)")
+            if os.path.exists(root):
+                raise OptionError(f"{option}: '{root}' is a file, not a folder; check the path")
+            raise OptionError(f"{option}: folder '{root}' does not exist; {prepare_hint(root)}; "
+                              f"{DEMO_HINT}")
         self.root = root
         self.files: dict[str, str] = {}
         for filename in sorted(os.listdir(root)):
@@ -40,13 +79,16 @@ class DiskBackend:
                 raise DataError(f"{option}: folder '{root}' holds both '{self.files[stem]}' and "
                                 f"'{filename}'; keep one image per name")
             self.files[stem] = filename
+        if not self.files and os.path.isfile(os.path.join(root, "data.mdb")):
+            raise OptionError(f"{option}: '{root}' is an LMDB (it holds data.mdb); set "
+                              f"io_backend: {{type: lmdb}} to read it")
         if not self.files:
             raise DataError(f"{option}: folder '{root}' contains no images "
                             f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}); check the path")
 
     def keys(self) -> list[str]:
-        """Names of the images, sorted."""
-        return list(self.files)
+        """Names of the images, sorted (as LMDB keys are, so both backends index alike)."""
+        return sorted(self.files)
 
     def describe(self, name: str) -> str:
         """Where image ``name`` lives, for messages and sample paths."""
@@ -61,32 +103,40 @@ class DiskBackend:
         except OSError as err:
             raise DataError(f"cannot read image '{path}': {err.strerror}") from err
 
+    def read(self, name: str) -> np.ndarray:
+        """Image ``name`` decoded (HWC RGB, stored dtype)."""
+        return decode_image(self.get(name), self.describe(name))
 
-def make_backend(io_backend: Optional[Mapping[str, Any]], root: str, option: str) -> DiskBackend:
+
+def make_backend(io_backend: Optional[Mapping[str, Any]], root: str, option: str) -> ImageBackend:
     """Storage backend for folder/database ``root`` given by option ``option``."""
+    from llcv.data.lmdb_backend import LmdbBackend  # it builds on this module
+
+    backends = {"disk": DiskBackend, "lmdb": LmdbBackend}
     cfg = {"type": "disk"} if io_backend is None else io_backend
-    if not isinstance(cfg, Mapping) or cfg.get("type") != "disk":
-        raise OptionError(f"io_backend: {io_backend!r} is not supported yet; use {{type: disk}} "
-                          f"(a folder of image files)")
+    if not isinstance(cfg, Mapping) or cfg.get("type") not in backends:
+        raise OptionError(f"io_backend: {io_backend!r} is not supported; use {{type: disk}} "
+                          f"(a folder of image files) or {{type: lmdb}} (a .lmdb folder)")
     extra = sorted(set(cfg) - {"type"})
     if extra:
-        raise OptionError(f"io_backend.{extra[0]}: unknown option for the disk backend")
-    return DiskBackend(root, option)
+        raise OptionError(f"io_backend.{extra[0]}: unknown option for the {cfg['type']} backend "
+                          f"(it takes only 'type')")
+    return backends[cfg["type"]](root, option)
 
 
-def decode_image(data: bytes, source: str) -> np.ndarray:
-    """Decode image bytes to an HWC RGB array in its stored dtype (uint8, uint16 or float).
+def decode_image(data: Any, source: str, fix: str = "replace or remove it") -> np.ndarray:
+    """Decode image bytes (or a buffer) to an HWC RGB array in its stored dtype.
 
     Gray images get three channels and alpha is dropped; the result may be a view, so crop it
-    before :func:`to_float` to convert only the pixels kept.
+    before :func:`to_float` to convert only the pixels kept. ``fix`` ends the error message.
     """
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         img = None
     if img is None:
-        raise DataError(f"cannot decode image '{source}': the file is corrupt, truncated or not "
-                        f"an image; replace or remove it")
+        raise DataError(f"cannot decode image '{source}': it is corrupt, truncated or not "
+                        f"an image; {fix}")
     if img.ndim == 2:
         img = img[:, :, None]
     channels = img.shape[2]

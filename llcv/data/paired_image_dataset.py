@@ -6,7 +6,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 from torch.utils.data import Dataset
 
-from llcv.data.image_io import decode_image, make_backend, to_tensor
+from llcv.data.image_io import make_backend, to_tensor
 from llcv.data.sampler import SampleKey, sample_rng
 from llcv.data.transforms import augment, check_crop_size, paired_random_crop
 from llcv.errors import DataError, OptionError
@@ -34,7 +34,8 @@ class PairedImageDataset(Dataset):
     """GT ``name.ext`` paired with LQ ``filename_tmpl.format(name).ext`` (extensions may differ).
 
     Training samples get a paired random crop and flips/rotations, all drawn from the sample's
-    own rng; validation and test samples are the full images.
+    own rng; validation and test samples are the full images. ``io_backend``: ``{type: disk}``
+    (folders) or ``{type: lmdb}`` (``.lmdb`` folders, BasicSR's PNG values or llcv's raw ones).
     """
 
     def __init__(self, dataroot_gt: str, dataroot_lq: str, phase: str,
@@ -73,12 +74,11 @@ class PairedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray, str, str]:
-        """Decoded GT and LQ of pair ``index`` (stored dtype) and their paths; sizes checked."""
+    def _read_pair(self, index: int) -> tuple[Any, Any, str, str]:
+        """GT and LQ of pair ``index`` (arrays or lazily read views) and their paths; sizes checked."""
         gt_name, lq_name = self.pairs[index]
         gt_path, lq_path = self.gt_backend.describe(gt_name), self.lq_backend.describe(lq_name)
-        gt = decode_image(self.gt_backend.get(gt_name), gt_path)
-        lq = decode_image(self.lq_backend.get(lq_name), lq_path)
+        gt, lq = self.gt_backend.read(gt_name), self.lq_backend.read(lq_name)
         (hg, wg), (hl, wl) = gt.shape[:2], lq.shape[:2]
         if (hg, wg) != (hl * self.scale, wl * self.scale):
             raise DataError(
@@ -90,10 +90,11 @@ class PairedImageDataset(Dataset):
     def __getitem__(self, key: Union[int, SampleKey]) -> dict[str, Any]:
         index, rng = sample_rng(key)
         gt, lq, gt_path, lq_path = self._read_pair(index)
+        if self.train and self.gt_size is not None:
+            check_crop_size(gt, self.gt_size, "gt_size", gt_path)
+            gt, lq = paired_random_crop(gt, lq, self.gt_size, self.scale, rng)
+        gt, lq = np.asarray(gt), np.asarray(lq)  # a raw LMDB view reads its pixels here
         if self.train:
-            if self.gt_size is not None:
-                check_crop_size(gt, self.gt_size, "gt_size", gt_path)
-                gt, lq = paired_random_crop(gt, lq, self.gt_size, self.scale, rng)
             gt, lq = augment((gt, lq), rng, self.use_hflip, self.use_rot)
         return {"lq": to_tensor(lq, lq_path), "gt": to_tensor(gt, gt_path),
                 "lq_path": lq_path, "gt_path": gt_path}

@@ -7,7 +7,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from llcv.data.builtin_images import check_builtin_name, load_builtin_uint8
-from llcv.data.image_io import decode_image, make_backend, to_float, to_tensor
+from llcv.data.image_io import make_backend, to_float, to_tensor
 from llcv.data.paired_image_dataset import TRAIN_PHASE, check_phase, check_positive_int
 from llcv.data.sampler import SampleKey, sample_rng
 from llcv.data.transforms import augment, center_crop, check_crop_size, random_crop
@@ -17,8 +17,9 @@ from llcv.registry import DATASETS, DEGRADATIONS, build
 
 @DATASETS.register_module()
 class SyntheticPairedDataset(Dataset):
-    """GT from a folder (``dataroot_gt``) or the bundled photos (``builtin_images``); LQ made by
-    ``degradation(gt_hwc, rng)``, then clipped to [0, 1] as a camera saturates.
+    """GT from a folder or LMDB (``dataroot_gt`` with ``io_backend``) or the bundled photos
+    (``builtin_images``); LQ made by ``degradation(gt_hwc, rng)``, then clipped to [0, 1] as a
+    camera saturates.
 
     Training: random ``gt_size`` crop, flips/rotations and degradation from the sample's rng.
     Validation: the same LQ for an index in every run (rng from ``seed`` and the index), after an
@@ -62,24 +63,24 @@ class SyntheticPairedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def _read_gt(self, index: int) -> tuple[np.ndarray, str]:
-        """GT image ``index`` in its stored dtype, and its path."""
+    def _read_gt(self, index: int) -> tuple[Any, str]:
+        """GT image ``index`` in its stored dtype (array or lazily read view), and its path."""
         name = self.names[index]
         if self.backend is None:
             return load_builtin_uint8(name), f"skimage:{name}"
-        path = self.backend.describe(name)
-        return decode_image(self.backend.get(name), path), path
+        return self.backend.read(name), self.backend.describe(name)
 
     def __getitem__(self, key: Union[int, SampleKey]) -> dict[str, Any]:
         index, rng = sample_rng(key, self.seed)
         gt, path = self._read_gt(index)
-        if self.train:
-            if self.gt_size is not None:
-                check_crop_size(gt, self.gt_size, "gt_size", path)
-                gt = random_crop(gt, self.gt_size, rng)
-            (gt,) = augment((gt,), rng, self.use_hflip, self.use_rot)
-        elif self.crop_val is not None:
+        if self.train and self.gt_size is not None:
+            check_crop_size(gt, self.gt_size, "gt_size", path)
+            gt = random_crop(gt, self.gt_size, rng)
+        elif not self.train and self.crop_val is not None:
             gt = center_crop(gt, self.crop_val)
+        gt = np.asarray(gt)  # a raw LMDB view reads its pixels here
+        if self.train:
+            (gt,) = augment((gt,), rng, self.use_hflip, self.use_rot)
         gt = to_float(gt, path)
         gt_tensor = to_tensor(gt, path)  # a copy: a degradation writing in place cannot alter it
         lq = self._degrade(gt, rng)

@@ -18,7 +18,8 @@ from torch import nn
 
 from llcv.data.loader import build_dataset, build_train_loader, build_val_loader
 from llcv.engine import checkpoint as ckpt
-from llcv.engine.dist import DistInfo, init_dist, select_device
+from llcv.engine.dist import (DistInfo, all_gather_objects, all_reduce_max, check_ranks_in_sync,
+                              init_dist, is_peer_failure, select_device)
 from llcv.engine.ema import ModelEMA
 from llcv.engine.hooks import (CheckpointHook, EMAHook, Hook, LoggerHook, MemoryHook,
                                ValidationHook)
@@ -47,7 +48,8 @@ class Runner:
     def __init__(self, opt: Mapping[str, Any], auto_resume: bool = False,
                  launcher: str = "none", dist: DistInfo | None = None) -> None:
         self.opt = opt
-        self.dist = dist or init_dist(launcher)
+        self.dist = dist or init_dist(launcher, opt["dist_params"]["timeout"],
+                                      opt["dist_params"]["backend"])
         self.device = select_device(opt["device"], self.dist)
         self.name, self.total_iter = opt["name"], opt["train"]["total_iter"]
         self.exp_dir = os.path.join(opt["path"]["experiments_root"], self.name)
@@ -74,6 +76,8 @@ class Runner:
         self.hooks = self._build_hooks()
         if state:
             self.load_state(state)
+        if self.dist.distributed:
+            self.logger.info(check_ranks_in_sync(self.model, "after resume" if state else "at start-up"))
         self._stop_signal: int | None = None
         if self.dist.is_main:
             save_options(opt, os.path.join(self.exp_dir, "options.yml"))
@@ -149,7 +153,7 @@ class Runner:
         """Install ``model`` as the trained network: new optimizer and (when distributed) DDP."""
         self.model = model
         self.optimizer = build_optimizer(model.parameters(), self.opt["train"]["optim_g"])
-        self.train_model: nn.Module = model
+        self.train_model: nn.Module = model  # drops the previous DDP wrapper, if any
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -201,11 +205,18 @@ class Runner:
                 record.update({"train/lr": lrs[0], "train/time": time.perf_counter() - start,
                                "train/data_time": data_time})
                 self.call_hooks("after_train_iter", it, batch, record)
-                if self._stop_signal is not None:
+                if self._stop_requested():
                     self._stop(it)
             self.call_hooks("after_run")
             self.logger.info(f"End of training at iter {self.total_iter}; "
                              f"outputs in {self.exp_dir}")
+        except RuntimeError as err:
+            if not (self.dist.distributed and is_peer_failure(err)):
+                raise
+            raise LLCVError(
+                f"rank {self.dist.rank}: lost a peer of the process group "
+                f"({str(err).splitlines()[0]}); the other ranks stop within "
+                f"dist_params.timeout; restart with --auto_resume") from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -213,6 +224,15 @@ class Runner:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stop_signal = signum
+
+    def _stop_requested(self) -> bool:
+        """True on every rank as soon as any rank received SIGINT/SIGTERM."""
+        if not self.dist.distributed:
+            return self._stop_signal is not None
+        mine = torch.tensor([float(self._stop_signal or 0)], device=self.device)
+        signum = int(all_reduce_max(mine).item())
+        self._stop_signal = signum or None
+        return signum != 0
 
     def _stop(self, it: int) -> None:
         freq = self.opt["logger"]["save_checkpoint_freq"]
@@ -246,13 +266,16 @@ class Runner:
 
     def save_checkpoint(self, it: int) -> None:
         """Write ``models/net_g_<it>.pth``, ``net_g_latest.pth`` and ``training_states/<it>.state``."""
+        rngs = all_gather_objects(ckpt.rng_state())
+        if self.dist.distributed:
+            self.logger.info(check_ranks_in_sync(self.model, f"at iter {it}"))
         if self.dist.is_main:
             weights = self.weights()
             models = os.path.join(self.exp_dir, "models")
             ckpt.atomic_save(weights, os.path.join(models, f"net_g_{it}.pth"))
             ckpt.atomic_save(weights, os.path.join(models, "net_g_latest.pth"))
             state = {**weights, "iter": it, "optimizer": self.optimizer.state_dict(),
-                     "rng": ckpt.rng_state(), "world_size": self.dist.world_size,
+                     "rng": rngs, "world_size": self.dist.world_size,
                      "hooks": {type(h).__name__: h.state_dict() for h in self.hooks}}
             ckpt.atomic_save(state, os.path.join(self.exp_dir, "training_states", f"{it}.state"))
             self.logger.info(f"Saved checkpoint at iter {it}")
@@ -267,7 +290,11 @@ class Runner:
                                 "resume with the same train.ema_decay as the original run")
             self.ema.module.load_state_dict(state["params_ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        ckpt.set_rng_state(state["rng"])
+        rngs = state["rng"]
+        ckpt.set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+        if state["world_size"] != self.dist.world_size:
+            self.logger.warning(f"resuming with {self.dist.world_size} process(es), saved with "
+                                f"{state['world_size']}: the data order differs from the original run")
         for hook in self.hooks:
             hook.load_state_dict(state["hooks"].get(type(hook).__name__, {}))
         self.logger.info(f"Resumed from {self.resume_path} at iter {state['iter']}")

@@ -7,6 +7,7 @@ through float32 exactly as BasicSR does; ``crop_border`` pixels dropped on each 
 """
 from __future__ import annotations
 
+import queue
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from llcv.metrics.torch_ops import (SsimBuffers, gaussian_kernel_1d, rgb_to_y,
-                                    ssim_from_statistics, ssim_statistics)
+                                    ssim_from_statistics_, ssim_statistics)
 from llcv.registry import METRICS
 
 _INPUT_ORDERS = ("HWC", "CHW")
@@ -155,30 +156,39 @@ _ChunkFn = Callable[[int, int, dict], Tensor]
 def _run_chunks(fn: _ChunkFn, total: int, step: int, device: torch.device) -> Tensor:
     """Concatenated ``fn(start, stop, cache)`` over chunks of ``step`` items (``cache``: per worker).
 
-    On CPU the chunks are shared among ``torch.get_num_threads()`` Python threads whose torch ops
-    run single-threaded: one chunk per core avoids an OpenMP barrier per tensor op, which is
-    slower, and much slower when other processes compete for the cores.
+    On CPU, ``torch.get_num_threads()`` Python threads take chunks from a shared queue and run
+    torch ops single-threaded: one chunk per core avoids an OpenMP barrier per tensor op, which
+    is slower, and much slower when other processes compete for the cores; the queue lets a
+    worker that is not descheduled take over the remaining chunks.
     """
-    starts = list(range(0, total, step))
-    workers = min(len(starts), torch.get_num_threads()) if device.type == "cpu" else 1
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for start in range(0, total, step):
+        pending.put(start)
+    results: dict[int, Tensor] = {}
 
-    def work(first: int) -> list[tuple[int, Tensor]]:
+    def work(_: int) -> None:
         cache: dict = {}
-        return [(s, fn(s, min(s + step, total), cache)) for s in starts[first::workers]]
+        while True:
+            try:
+                start = pending.get_nowait()
+            except queue.Empty:
+                return
+            results[start] = fn(start, min(start + step, total), cache)
 
+    workers = min(pending.qsize(), torch.get_num_threads()) if device.type == "cpu" else 1
     if workers < 2:
-        parts = work(0) if starts else []
+        work(0)
     else:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # threads started from here on run torch ops single-threaded
         try:
             with ThreadPoolExecutor(workers) as pool:
-                parts = [part for done in pool.map(work, range(workers)) for part in done]
+                list(pool.map(work, range(workers)))
         finally:
             torch.set_num_threads(threads)
-    if not parts:
+    if not results:
         return torch.zeros(0, dtype=torch.float64, device=device)
-    return torch.cat([values for _, values in sorted(parts, key=lambda part: part[0])])
+    return torch.cat([results[start] for start in sorted(results)])
 
 
 def _cropped(img: Tensor, crop_border: int) -> Tensor:
@@ -212,7 +222,7 @@ def _ssim_planes(a: Tensor, b: Tensor, data_range: float, kernel: Tensor, cache:
     buffers = cache.get("buffers")
     if buffers is None or buffers.shape != tuple(a.shape):
         buffers = cache["buffers"] = SsimBuffers(a.shape, kernel.numel(), a.dtype, a.device)
-    return ssim_from_statistics(ssim_statistics(a, b, kernel, buffers), data_range)
+    return ssim_from_statistics_(ssim_statistics(a, b, kernel, buffers), data_range)
 
 
 @METRICS.register_module()

@@ -1,0 +1,86 @@
+"""Two CPU processes over gloo, started the way torchrun starts them (environment variables)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, tiny_options, write_yaml
+from llcv.engine.runner import Runner
+from llcv.options import validate_options
+
+TRAIN = os.path.join(ROOT, "tools", "train.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(opt_path, nproc, *args):
+    """Start ``nproc`` ranks of tools/train.py with torchrun's environment."""
+    port, procs = free_port(), []
+    for rank in range(nproc):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen(
+            [sys.executable, TRAIN, "-opt", str(opt_path), "--launcher", "pytorch", *args],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def finish(procs, timeout=180):
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, out + err
+    return outs
+
+
+def test_two_ranks_train_validate_checkpoint_resume(tmp_path):
+    opt = tiny_options(tmp_path, total_iter=6)
+    opt["dist_params"] = {"timeout": 60}
+    path = write_yaml(tmp_path / "o.yml", opt)
+    outs = finish(launch(path, 2))
+    exp = tmp_path / "experiments" / "tiny"
+    assert "weights identical on all 2 ranks at iter 6" in outs[0][0]
+    assert outs[1][0].strip() == ""  # rank 1 writes nothing to the console
+    assert "(global 4)" in outs[0][0]
+    assert len(list(exp.glob("*.log"))) == 1 and len(list((exp / "tb").iterdir())) == 1
+    records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "train/l_pix" in r] == [2, 4, 6]
+    ddp_psnr = [r["val/psnr"] for r in records if "val/psnr" in r][-1]
+
+    outs = finish(launch(path, 2, "--auto_resume", "--set", "train.total_iter=8"))
+    assert "at iter 6" in outs[0][0] and "weights identical on all 2 ranks after resume" in outs[0][0]
+    assert "weights identical on all 2 ranks at iter 8" in outs[0][0]
+
+    single = dict(tiny_options(tmp_path), name="single")
+    single["path"]["pretrain_network_g"] = str(exp / "models" / "net_g_6.pth")
+    runner = Runner(validate_options(single))
+    psnr = runner.validators[0].run(runner.model)["val/psnr"]
+    assert psnr == pytest.approx(ddp_psnr, abs=1e-6)
+
+
+def test_killed_rank_makes_survivor_fail_within_timeout(tmp_path):
+    opt = tiny_options(tmp_path, total_iter=100000)
+    opt["dist_params"] = {"timeout": 20}
+    opt["logger"]["print_freq"] = 1
+    opt["val"]["val_freq"] = 100000
+    path = write_yaml(tmp_path / "o.yml", opt)
+    procs = launch(path, 2)
+    jsonl = tmp_path / "experiments" / "tiny" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (jsonl.exists() and jsonl.stat().st_size > 0):
+        time.sleep(0.1)
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    out, err = procs[0].communicate(timeout=90)
+    elapsed = time.time() - killed_at
+    procs[1].communicate()
+    assert procs[0].returncode != 0 and elapsed < 30, (elapsed, err)
+    assert "lost a peer" in err and "Traceback" not in err, err
