@@ -124,19 +124,29 @@ def make_backend(io_backend: Optional[Mapping[str, Any]], root: str, option: str
     return backends[cfg["type"]](root, option)
 
 
-def decode_image(data: Any, source: str, fix: str = "replace or remove it") -> np.ndarray:
+def decode_image(data: Any, source: str) -> np.ndarray:
     """Decode image bytes (or a buffer) to an HWC RGB array in its stored dtype.
 
     Gray images get three channels and alpha is dropped; the result may be a view, so crop it
-    before :func:`to_float` to convert only the pixels kept. ``fix`` ends the error message.
+    before :func:`to_float` to convert only the pixels kept.
     """
-    try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        img = None
+    img = imdecode_unchanged(data)
     if img is None:
-        raise DataError(f"cannot decode image '{source}': it is corrupt, truncated or not "
-                        f"an image; {fix}")
+        raise DataError(f"cannot decode image '{source}': the file is corrupt, truncated or not "
+                        f"an image; replace or remove it")
+    return opencv_to_rgb(img, source)
+
+
+def imdecode_unchanged(data: Any) -> Optional[np.ndarray]:
+    """OpenCV's decoding of ``data`` (BGR, depth and alpha kept), or None when it fails."""
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+
+
+def opencv_to_rgb(img: np.ndarray, source: str) -> np.ndarray:
+    """HWC RGB view of an image as OpenCV decodes it: gray repeated, alpha dropped."""
     if img.ndim == 2:
         img = img[:, :, None]
     channels = img.shape[2]

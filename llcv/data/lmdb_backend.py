@@ -26,7 +26,8 @@ from typing import Any, NamedTuple, Optional, Union
 import lmdb
 import numpy as np
 
-from llcv.data.image_io import DEMO_HINT, decode_image, prepare_command, prepare_hint
+from llcv.data.image_io import (DEMO_HINT, imdecode_unchanged, opencv_to_rgb, prepare_command,
+                                prepare_hint)
 from llcv.errors import DataError, OptionError
 
 META_FILE = "meta_info.txt"
@@ -34,9 +35,17 @@ RAW_EXT = "raw"
 RAW_DTYPES = ("uint8", "uint16")
 RAW_HEADER = struct.Struct("<4sIIHH")  # magic, h, w, c, bytes per sample: 16 bytes
 RAW_MAGIC = b"LRAW"
+_META_LINE = re.compile(r"^(?P<name>\S+)\s+\((?P<shape>\s*\d+\s*(?:,\s*\d+\s*)*)\)\s*(?P<tail>\S*)\s*$")
 _OPEN_ENVS: dict[str, tuple[int, lmdb.Environment]] = {}  # real path -> (data.mdb inode, env)
 _OPEN_LOCK = threading.Lock()
-_META_LINE = re.compile(r"^(?P<name>\S+)\s+\((?P<shape>\s*\d+\s*(?:,\s*\d+\s*)*)\)\s*(?P<tail>\S*)\s*$")
+
+
+def _new_lock_after_fork() -> None:
+    global _OPEN_LOCK
+    _OPEN_LOCK = threading.Lock()  # a lock held by another thread at fork would never be released
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 class MetaEntry(NamedTuple):
@@ -114,6 +123,9 @@ def open_readonly(root: str) -> lmdb.Environment:
             _OPEN_ENVS[path] = (inode, env)
             return env
     except (OSError, lmdb.Error) as err:
+        if "already open" in str(err):  # py-lmdb: one environment per database and process
+            raise DataError(f"LMDB '{root}' is already open in this process outside llcv; "
+                            f"close that environment before llcv reads it") from None
         raise DataError(f"cannot open LMDB '{root}' ({err}); {rebuild_hint(root)}") from None
 
 
@@ -159,10 +171,13 @@ class LmdbBackend:
         entry = self.entries[name]
         if entry.dtype is not None:
             return RawImage(self, name, entry.shape, np.dtype(entry.dtype))
-        fix = f"it is key '{name}' of LMDB '{self.root}': {rebuild_hint(self.root)}"
         with self._env_or_open().begin(buffers=True) as txn:
             # OpenCV decodes into its own array, so the image outlives the transaction's buffer.
-            return decode_image(self._value(txn, name), self.describe(name), fix)
+            img = imdecode_unchanged(self._value(txn, name))
+        if img is None:
+            raise DataError(f"key '{name}' of LMDB '{self.root}' cannot be decoded: the value is "
+                            f"corrupt, truncated or not an image; {rebuild_hint(self.root)}")
+        return opencv_to_rgb(img, self.describe(name))
 
     def _env_or_open(self) -> lmdb.Environment:
         if self._env is None or self._pid != os.getpid():

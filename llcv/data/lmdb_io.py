@@ -128,7 +128,8 @@ class LmdbWriter:
         if os.path.exists(self.partial):
             shutil.rmtree(self.partial)  # left by a crashed build of ours
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self.env = lmdb.open(self.partial, map_size=max(map_size, 1 << 20), meminit=False)
+        self.map_size = max(int(map_size), 16 * PAGE_BYTES)
+        self.env = lmdb.open(self.partial, map_size=self.map_size, meminit=False)
         self.pending: list[tuple[bytes, bytes]] = []
         self.pending_bytes = 0
         self.meta: dict[str, str] = {}
@@ -152,8 +153,8 @@ class LmdbWriter:
                         txn.put(key, value)
                 break
             except lmdb.MapFullError:
-                size = self.env.info()["map_size"]
-                self.env.set_mapsize(2 * size + 2 * self.pending_bytes)
+                self.map_size = 2 * self.map_size + 2 * self.pending_bytes
+                self.env.set_mapsize(self.map_size)
         self.pending, self.pending_bytes = [], 0
 
     def close(self) -> None:

@@ -141,16 +141,21 @@ class CUDAPrefetcher(Prefetcher):
         return batch
 
 
+def check_prefetch_mode(mode: Optional[str], device: torch.device) -> None:
+    """Fail naming the option unless ``mode`` can run on ``device`` (call it before training)."""
+    if mode not in (None, "cpu", "cuda"):
+        raise OptionError(f"{OPTION}: '{mode}' is not one of cpu, cuda (or null for none)")
+    if mode == "cuda" and torch.device(device).type != "cuda":
+        raise OptionError(f"{OPTION}: 'cuda' needs a CUDA device but this run uses '{device}'; "
+                          f"use prefetch_mode: cpu (or leave it unset)")
+
+
 def wrap_prefetch(loader_iter: Iterator, mode: Optional[str], device: torch.device,
                   num_batches: int = 2) -> Prefetcher:
     """``loader_iter`` wrapped as ``mode`` says (None: unchanged); call ``close()`` when done."""
-    if mode is None:
-        return PassThrough(loader_iter)
+    check_prefetch_mode(mode, device)
     if mode == "cpu":
         return CPUPrefetcher(loader_iter, num_batches)
     if mode == "cuda":
-        if torch.device(device).type != "cuda":
-            raise OptionError(f"{OPTION}: 'cuda' needs a CUDA device but this run uses "
-                              f"'{device}'; use prefetch_mode: cpu (or leave it unset)")
         return CUDAPrefetcher(loader_iter, torch.device(device))
-    raise OptionError(f"{OPTION}: '{mode}' is not one of cpu, cuda (or null for none)")
+    return PassThrough(loader_iter)

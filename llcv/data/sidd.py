@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from llcv.data.image_io import decode_image
 from llcv.data.lmdb_io import (LmdbWriter, check_format, check_output, encode_value,
@@ -154,17 +155,20 @@ def load_sidd_blocks(path: str, name: str, option: str) -> np.ndarray:
     return blocks
 
 
-def _write_blocks(blocks: np.ndarray, target: str, as_lmdb: bool, fmt: str, force: bool) -> None:
+def _write_blocks(blocks: np.ndarray, target: str, as_lmdb: bool, fmt: str, force: bool,
+                  progress: bool) -> None:
     """Write blocks ``[i, j]`` as ``<i>_<j>`` into a PNG folder or an LMDB."""
     keys = [f"{i:02d}_{j:02d}" for i in range(blocks.shape[0]) for j in range(blocks.shape[1])]
     flat = blocks.reshape(-1, *blocks.shape[2:])
+    items = tqdm(zip(keys, flat), total=len(keys), desc=os.path.basename(target), unit="img",
+                 disable=not progress, dynamic_ncols=True)
     if as_lmdb:
         with LmdbWriter(target, estimate_map_size([b.nbytes for b in flat]), force) as writer:
-            for key, block in zip(keys, flat):
+            for key, block in items:
                 writer.put(key, *encode_value(key, block, fmt))
         return
     prepare_output_folder(target, force)
-    for key, block in zip(keys, flat):
+    for key, block in items:
         path = os.path.join(target, f"{key}.png")
         if not cv2.imwrite(path, np.ascontiguousarray(block[:, :, ::-1]),
                            [cv2.IMWRITE_PNG_COMPRESSION, 1]):
@@ -172,7 +176,7 @@ def _write_blocks(blocks: np.ndarray, target: str, as_lmdb: bool, fmt: str, forc
 
 
 def prepare_sidd_val(noisy_mat: str, gt_mat: str, out_dir: str, as_lmdb: bool = False,
-                     fmt: str = "raw", force: bool = False) -> int:
+                     fmt: str = "raw", force: bool = False, progress: bool = True) -> int:
     """SIDD validation .mat files -> ``<out_dir>/val/{gt,input}_blocks`` (PNG folders, or
     ``.lmdb`` in ``fmt`` with ``as_lmdb``); returns the number of blocks."""
     check_format(fmt)
@@ -185,6 +189,6 @@ def prepare_sidd_val(noisy_mat: str, gt_mat: str, out_dir: str, as_lmdb: bool = 
     targets = {side: os.path.join(out_dir, folder + suffix) for side, folder in VAL_FOLDERS.items()}
     for target in targets.values():  # both checked before either is written
         (check_output if as_lmdb else check_output_folder)(target, force)
-    _write_blocks(gt, targets["gt"], as_lmdb, fmt, force)
-    _write_blocks(noisy, targets["input"], as_lmdb, fmt, force)
+    _write_blocks(gt, targets["gt"], as_lmdb, fmt, force, progress)
+    _write_blocks(noisy, targets["input"], as_lmdb, fmt, force, progress)
     return gt.shape[0] * gt.shape[1]

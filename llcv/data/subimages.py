@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from llcv.data.image_io import DiskBackend
+from llcv.data.image_io import DiskBackend, imdecode_unchanged
 from llcv.data.parallel import imap_progress
 from llcv.errors import DataError, OptionError
 
@@ -54,7 +54,7 @@ def iter_crops(img: np.ndarray, crop_size: int, step: int,
 
 def read_unchanged(path: str) -> np.ndarray:
     """The image at ``path`` as OpenCV stores it (BGR, depth and alpha kept)."""
-    img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    img = imdecode_unchanged(np.fromfile(path, np.uint8))
     if img is None:
         raise DataError(f"cannot decode image '{path}': it is corrupt, truncated or not an "
                         f"image; replace or remove it")

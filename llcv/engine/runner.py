@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from llcv.data.loader import build_dataset, build_train_loader, build_val_loader
+from llcv.data.prefetch import check_prefetch_mode, wrap_prefetch
 from llcv.engine import checkpoint as ckpt
 from llcv.engine.dist import (DistInfo, all_gather_objects, all_reduce_max, check_ranks_in_sync,
                               init_dist, is_peer_failure, select_device)
@@ -108,6 +109,7 @@ class Runner:
 
     def _build_data(self) -> None:
         datasets = self.opt["datasets"]
+        check_prefetch_mode(datasets["train"]["prefetch_mode"], self.device)
         train_set = build_dataset(datasets["train"], "train")
         self.train_loader = build_train_loader(
             train_set, datasets["train"], self.opt["manual_seed"], self.dist.rank,
@@ -192,9 +194,11 @@ class Runner:
         """Run from ``start_iter + 1`` to ``total_iter``; SIGINT/SIGTERM save and stop cleanly."""
         self._log_start()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        data_iter = None
         try:
             self.call_hooks("before_run")
-            data_iter = iter(self.train_loader)
+            data_iter = wrap_prefetch(iter(self.train_loader),
+                                      self.opt["datasets"]["train"]["prefetch_mode"], self.device)
             for it in range(self.start_iter + 1, self.total_iter + 1):
                 start = time.perf_counter()
                 self.call_hooks("before_train_iter", it)
@@ -218,6 +222,8 @@ class Runner:
                 f"({str(err).splitlines()[0]}); the other ranks stop within "
                 f"dist_params.timeout; restart with --auto_resume") from None
         finally:
+            if data_iter is not None:
+                data_iter.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.writer.close()

@@ -7,6 +7,7 @@ through float32 exactly as BasicSR does; ``crop_border`` pixels dropped on each 
 """
 from __future__ import annotations
 
+import math
 import queue
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -23,9 +24,11 @@ from llcv.registry import METRICS
 _INPUT_ORDERS = ("HWC", "CHW")
 _WINDOW = 11  # SSIM window size; also the smallest image side SSIM accepts after cropping
 _WINDOW_2D = np.outer(cv2.getGaussianKernel(_WINDOW, 1.5), cv2.getGaussianKernel(_WINDOW, 1.5))
-# Values (planes x pixels) the torch SSIM filters at once: its four float64 statistics maps of
-# 2^16 values (one 256x256 plane) take 2 MiB, which measured fastest on CPU (stays in cache).
-_CHUNK_VALUES = 1 << 16
+# Values (images x channels x pixels) per chunk of the torch metrics: 2^18 float64 values (2 MiB
+# per input) keep the per-chunk buffers small. Within a chunk SSIM filters about 2^16 values of
+# planes at once: for 256x256 images one plane, which measured faster than a whole RGB image.
+_CHUNK_VALUES = 1 << 18
+_GROUP_VALUES = 1 << 16
 
 
 # ----------------------------------------------------------------------------- numpy (BasicSR)
@@ -34,14 +37,15 @@ def _check_pair(shape: tuple, shape2: tuple, crop_border: int) -> None:
     if tuple(shape) != tuple(shape2):
         raise ValueError(f"image shapes differ: {tuple(shape)} vs {tuple(shape2)}; "
                          "compare an output with the ground truth of the same size")
-    if int(crop_border) != crop_border or crop_border < 0:
+    if not isinstance(crop_border, (int, np.integer)) or crop_border < 0:
         raise ValueError(f"crop_border must be a non-negative integer, got {crop_border!r}")
 
 
 def _to_hwc(img: np.ndarray, input_order: str) -> np.ndarray:
     """HW, HWC or CHW array as HWC (a 2-D image gets one channel)."""
     if input_order not in _INPUT_ORDERS:
-        raise ValueError(f"input_order must be one of {', '.join(_INPUT_ORDERS)}, got {input_order!r}")
+        raise ValueError(f"input_order must be one of {', '.join(_INPUT_ORDERS)}, "
+                         f"got {input_order!r}")
     if img.ndim == 2:
         return img[..., None]
     return img.transpose(1, 2, 0) if input_order == "CHW" else img
@@ -143,9 +147,9 @@ def _y_channel_255(x: Tensor) -> Tensor:
     return (unit * 255.0).to(torch.float64)
 
 
-def _float64_pair(img: Tensor, img2: Tensor, test_y_channel: bool) -> tuple[Tensor, Tensor, float]:
+def _float64_pair(img: Tensor, img2: Tensor, test_y: bool) -> tuple[Tensor, Tensor, float]:
     """The pair in float64 with its data range: RGB kept in [0, 1], or BasicSR's Y in [16, 235]."""
-    if test_y_channel:
+    if test_y:
         return _y_channel_255(img), _y_channel_255(img2), 255.0
     return img.to(torch.float64), img2.to(torch.float64), 1.0
 
@@ -154,7 +158,7 @@ _ChunkFn = Callable[[int, int, dict], Tensor]
 
 
 def _run_chunks(fn: _ChunkFn, total: int, step: int, device: torch.device) -> Tensor:
-    """Concatenated ``fn(start, stop, cache)`` over chunks of ``step`` items (``cache``: per worker).
+    """``fn(start, stop, cache)`` over chunks of ``step`` items, concatenated (a cache per worker).
 
     On CPU, ``torch.get_num_threads()`` Python threads take chunks from a shared queue and run
     torch ops single-threaded: one chunk per core avoids an OpenMP barrier per tensor op, which
@@ -212,17 +216,9 @@ def calculate_psnr_pt(img: Tensor, img2: Tensor, crop_border: int, test_y_channe
         mse = torch.sub(a, b, out=cache["diff"]).square_().flatten(1).mean(dim=1)
         return 10.0 * torch.log10(data_range * data_range / mse)  # x / 0 = inf
 
-    step = max(1, 4 * _CHUNK_VALUES // max(1, img[0].numel()))
+    step = max(1, 4 * _CHUNK_VALUES // max(1, math.prod(img.shape[1:])))  # images per chunk
     with torch.no_grad():
         return _run_chunks(psnr, img.shape[0], step, img.device)
-
-
-def _ssim_planes(a: Tensor, b: Tensor, data_range: float, kernel: Tensor, cache: dict) -> Tensor:
-    """SSIM of each (1, H, W) plane of ``a``/``b`` (P, 1, H, W), reusing the buffers in ``cache``."""
-    buffers = cache.get("buffers")
-    if buffers is None or buffers.shape != tuple(a.shape):
-        buffers = cache["buffers"] = SsimBuffers(a.shape, kernel.numel(), a.dtype, a.device)
-    return ssim_from_statistics_(ssim_statistics(a, b, kernel, buffers), data_range)
 
 
 @METRICS.register_module()
@@ -230,24 +226,26 @@ def calculate_ssim_pt(img: Tensor, img2: Tensor, crop_border: int, test_y_channe
                       **kwargs) -> Tensor:
     """SSIM (N,) of RGB NCHW batches in [0, 1]; matches ``calculate_ssim`` per image.
 
-    Float64, separable filtering, a few (H, W) planes at a time to bound memory and stay in
-    cache. Not differentiable: losses use ``torch_ops.ssim_per_image``.
+    Float64, separable filtering of a few (H, W) planes at a time (to stay in cache), in chunks
+    of a few images (to bound memory). Not differentiable: losses use ``ssim_per_image``.
     """
     _check_batch(img, img2, crop_border)
     img, img2 = _cropped(img, crop_border), _cropped(img2, crop_border)
     _check_ssim_size(img.shape[2], img.shape[3])
     kernel = gaussian_kernel_1d(_WINDOW, 1.5, dtype=torch.float64, device=img.device)
-    plane = img.shape[2] * img.shape[3]
-    group = max(1, _CHUNK_VALUES // plane)  # planes filtered together
+    group = max(1, _GROUP_VALUES // (img.shape[2] * img.shape[3]))  # planes filtered at once
 
     def ssim(start: int, stop: int, cache: dict) -> Tensor:
         a, b, data_range = _float64_pair(img[start:stop], img2[start:stop], test_y_channel)
         n, c, h, w = a.shape
-        planes = zip(a.reshape(n * c, 1, h, w).split(group), b.reshape(n * c, 1, h, w).split(group))
-        values = [_ssim_planes(pa, pb, data_range, kernel, cache) for pa, pb in planes]
-        return torch.cat(values).view(n, c).mean(dim=1)
+        a, b = a.reshape(n * c, 1, h, w), b.reshape(n * c, 1, h, w)
+        buffers = cache.get("buffers")
+        if buffers is None or buffers.shape != tuple(a.shape):
+            buffers = cache["buffers"] = SsimBuffers(a.shape, _WINDOW, group, a.dtype, a.device)
+        stats = ssim_statistics(a, b, kernel, buffers)
+        return ssim_from_statistics_(stats, data_range).view(n, c).mean(dim=1)
 
-    step = max(1, _CHUNK_VALUES // (img.shape[1] * plane))  # images per chunk
+    step = max(1, _CHUNK_VALUES // math.prod(img.shape[1:]))  # images per chunk
     with torch.no_grad():
         return _run_chunks(ssim, img.shape[0], step, img.device)
 

@@ -2,9 +2,9 @@
 
 SSIM follows Wang et al. 2004 as evaluated by BasicSR: an 11x11 Gaussian window (sigma 1.5, the
 outer product of a 1-D Gaussian) applied in 'valid' mode, C1 = (0.01 L)^2, C2 = (0.03 L)^2.
-Filtering is separable and done with shifted multiply-adds, which is exact in any dtype and, on
-CPU, several times faster than depthwise convolutions in float64 (measured: 4 ms vs 80 ms for
-twelve 256x256 planes).
+Filtering is separable, done with shifted multiply-adds: on CPU in float64 this measured ~10x
+faster than depthwise convolutions (4 ms vs 40-80 ms for twelve 256x256 planes) and faster than
+FFT or banded-matmul filtering; it gives the same result on every device.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from torch import Tensor
 _BT601_RGB = (65.481, 128.553, 24.966)
 
 
-def gaussian_kernel_1d(size: int = 11, sigma: float = 1.5, *, dtype: torch.dtype = torch.float64,
+def gaussian_kernel_1d(size: int = 11, sigma: float = 1.5, *,
+                       dtype: torch.dtype = torch.float64,
                        device: torch.device | str | None = None) -> Tensor:
-    """Normalised 1-D Gaussian window, equal to ``cv2.getGaussianKernel(size, sigma)`` (sigma > 0)."""
+    """Normalised 1-D Gaussian window, as ``cv2.getGaussianKernel(size, sigma)`` for sigma > 0."""
     centre = (size - 1) / 2.0
     weights = [math.exp(-((i - centre) ** 2) / (2.0 * sigma * sigma)) for i in range(size)]
     total = math.fsum(weights)
@@ -51,23 +52,23 @@ def filter_valid(x: Tensor, kernel: Tensor) -> Tensor:
 
 
 class SsimBuffers:
-    """Buffers (and their shifted views) reused by ``ssim_statistics`` across calls without autograd.
+    """Buffers for ``ssim_statistics`` to reuse when autograd is off.
 
-    Refilling the same memory avoids reallocating, and page-faulting, megabytes per chunk.
+    For (N, C, H, W) inputs filtered ``group`` images at a time: refilling the same few
+    megabytes keeps them in cache and avoids allocating (and page-faulting) memory per call.
     """
 
-    def __init__(self, shape: torch.Size | tuple, size: int, dtype: torch.dtype,
+    def __init__(self, shape: torch.Size | tuple, size: int, group: int, dtype: torch.dtype,
                  device: torch.device | str | None = None) -> None:
         n, c, h, w = shape
-        self.shape = tuple(shape)
-        self.maps = torch.empty((n, 4 * c, h, w), dtype=dtype, device=device)
-        self.rows = torch.empty((n, 4 * c, h - size + 1, w), dtype=dtype, device=device)
+        self.shape, self.group = tuple(shape), group
+        self.maps = torch.empty((group, 4 * c, h, w), dtype=dtype, device=device)
+        self.rows = torch.empty((group, 4 * c, h - size + 1, w), dtype=dtype, device=device)
         self.out = torch.empty((n, 4 * c, h - size + 1, w - size + 1), dtype=dtype, device=device)
-        self.row_views = _shifted(self.maps, size, -2)
-        self.col_views = _shifted(self.rows, size, -1)
 
 
-def ssim_statistics(x: Tensor, y: Tensor, kernel: Tensor, buffers: SsimBuffers | None = None) -> Tensor:
+def ssim_statistics(x: Tensor, y: Tensor, kernel: Tensor,
+                    buffers: SsimBuffers | None = None) -> Tensor:
     """Window means of x, y, x^2 + y^2 and xy, stacked on dim 1: (N, 4C, H', W').
 
     These four maps are all SSIM needs (it only uses sigma_x^2 + sigma_y^2, never each alone).
@@ -76,13 +77,17 @@ def ssim_statistics(x: Tensor, y: Tensor, kernel: Tensor, buffers: SsimBuffers |
     taps = kernel.tolist()
     if buffers is None:
         return filter_valid(torch.cat([x, y, (x * x).addcmul_(y, y), x * y], dim=1), kernel)
-    mx, my, msq, mxy = buffers.maps.chunk(4, dim=1)  # the same four maps, written in place
-    mx.copy_(x)
-    my.copy_(y)
-    torch.mul(x, x, out=msq).addcmul_(y, y)
-    torch.mul(x, y, out=mxy)
-    _accumulate(buffers.row_views, taps, buffers.rows)
-    return _accumulate(buffers.col_views, taps, buffers.out)
+    for start in range(0, x.shape[0], buffers.group):
+        xs, ys = x[start:start + buffers.group], y[start:start + buffers.group]
+        maps, rows = buffers.maps[:len(xs)], buffers.rows[:len(xs)]
+        mx, my, msq, mxy = maps.chunk(4, dim=1)  # the same four maps, written in place
+        mx.copy_(xs)
+        my.copy_(ys)
+        torch.mul(xs, xs, out=msq).addcmul_(ys, ys)
+        torch.mul(xs, ys, out=mxy)
+        _accumulate(_shifted(maps, len(taps), -2), taps, rows)
+        _accumulate(_shifted(rows, len(taps), -1), taps, buffers.out[start:start + len(xs)])
+    return buffers.out
 
 
 def ssim_from_statistics(stats: Tensor, data_range: float) -> Tensor:
@@ -100,8 +105,8 @@ def ssim_from_statistics(stats: Tensor, data_range: float) -> Tensor:
 
 
 def ssim_from_statistics_(stats: Tensor, data_range: float) -> Tensor:
-    """``ssim_from_statistics`` computed in place in ``stats`` (which it overwrites): no autograd,
-    no allocation; same formula, step by step."""
+    """``ssim_from_statistics`` computed in ``stats``, which it overwrites: for use without
+    autograd, where it saves allocating ten temporaries per call."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_x, mu_y, e_sq, e_xy = stats.chunk(4, dim=1)
     cs = e_xy.addcmul_(mu_x, mu_y, value=-1.0).mul_(2.0).add_(c2)  # 2 sigma_xy + C2
@@ -112,7 +117,8 @@ def ssim_from_statistics_(stats: Tensor, data_range: float) -> Tensor:
     return luminance.mul_(cs).flatten(1).mean(dim=1)
 
 
-def ssim_per_image(x: Tensor, y: Tensor, data_range: float, kernel: Tensor | None = None) -> Tensor:
+def ssim_per_image(x: Tensor, y: Tensor, data_range: float,
+                   kernel: Tensor | None = None) -> Tensor:
     """Mean SSIM (N,) of each NCHW image pair over channels and the valid region; differentiable.
 
     ``data_range`` is L (1.0 for images in [0, 1]); ``kernel`` replaces the 1-D 11-tap window.
@@ -129,7 +135,8 @@ def rgb_to_y(x: Tensor) -> Tensor:
     This is BasicSR's (and MATLAB ``rgb2ycbcr``'s) Y divided by 255, in the dtype of ``x``.
     """
     if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"rgb_to_y expects RGB images of shape (N, 3, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"rgb_to_y expects RGB images of shape (N, 3, H, W), "
+                         f"got {tuple(x.shape)}")
     r, g, b = x.unbind(dim=1)
     luma = b * _BT601_RGB[2] + g * _BT601_RGB[1] + r * _BT601_RGB[0]  # BasicSR's (BGR) order
     return ((luma + 16.0) / 255.0).unsqueeze(1)

@@ -84,3 +84,22 @@ def test_killed_rank_makes_survivor_fail_within_timeout(tmp_path):
     procs[1].communicate()
     assert procs[0].returncode != 0 and elapsed < 30, (elapsed, err)
     assert "lost a peer" in err and "Traceback" not in err, err
+
+
+def test_sigterm_on_one_rank_stops_both_with_state_saved(tmp_path):
+    opt = tiny_options(tmp_path, total_iter=100000)
+    opt["dist_params"] = {"timeout": 60}
+    opt["logger"].update(print_freq=1, save_checkpoint_freq=100000)
+    opt["val"]["val_freq"] = 100000
+    path = write_yaml(tmp_path / "o.yml", opt)
+    procs = launch(path, 2)
+    jsonl = tmp_path / "experiments" / "tiny" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (jsonl.exists() and jsonl.stat().st_size > 0):
+        time.sleep(0.1)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [130, 130], outs
+    states = list((tmp_path / "experiments" / "tiny" / "training_states").glob("*.state"))
+    assert len(states) == 1
+    assert f"stopped at iter {states[0].stem}" in outs[0][1] and "SIGTERM" in outs[0][1]

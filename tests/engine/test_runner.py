@@ -122,3 +122,11 @@ def test_fresh_run_archives_previous_folder(tmp_path):
     run(opt)
     siblings = os.listdir(os.path.dirname(first.exp_dir))
     assert any(s.startswith("tiny_archived_") for s in siblings) and "tiny" in siblings
+
+
+def test_diverging_loss_stops_with_named_term(tmp_path):
+    opt = tiny_options(tmp_path, total_iter=20)
+    opt["train"]["optim_g"] = {"type": "SGD", "lr": 1e30}
+    runner = Runner(validate_options(opt))
+    with pytest.raises(LLCVError, match=r"train: loss l_pix is (nan|inf) at iter \d+; .*train.optim_g.lr"):
+        runner.train()

@@ -56,7 +56,8 @@ def _bt601_y(bgr: np.ndarray) -> np.ndarray:
 def _as_tensor(bgr: np.ndarray) -> torch.Tensor:
     """uint8 (N)HWC BGR -> float64 NCHW RGB in [0, 1], as the torch metrics take them."""
     batch = bgr if bgr.ndim == 4 else bgr[None]
-    return torch.from_numpy(np.ascontiguousarray(batch[..., ::-1])).permute(0, 3, 1, 2).double() / 255
+    rgb = torch.from_numpy(np.ascontiguousarray(batch[..., ::-1]))
+    return rgb.permute(0, 3, 1, 2).double() / 255
 
 
 @pytest.mark.parametrize("order", ["HWC", "CHW"])
@@ -66,7 +67,8 @@ def test_rgb_metrics_match_scikit_image(name, crop, order):
     args = (gt, out) if order == "HWC" else (gt.transpose(2, 0, 1), out.transpose(2, 0, 1))
     ref_gt, ref_out = _crop(gt, crop).astype(np.float64), _crop(out, crop).astype(np.float64)
     psnr = calculate_psnr(*args, crop_border=crop, input_order=order)
-    assert psnr == pytest.approx(peak_signal_noise_ratio(ref_gt, ref_out, data_range=255), abs=1e-10)
+    ref_psnr = peak_signal_noise_ratio(ref_gt, ref_out, data_range=255)
+    assert psnr == pytest.approx(ref_psnr, abs=1e-10)
     ssim = calculate_ssim(*args, crop_border=crop, input_order=order)
     assert ssim == pytest.approx(_skimage_ssim(ref_gt, ref_out), abs=1e-9)
     assert isinstance(psnr, float) and isinstance(ssim, float)
@@ -88,13 +90,13 @@ def test_y_channel_metrics_match_the_bt601_formula(name, crop):
 
 
 def test_identical_images_give_inf_psnr_and_unit_ssim():
-    gt = PAIRS["noise"][0]
-    for test_y in (False, True):
-        assert calculate_psnr(gt, gt.copy(), 0, test_y_channel=test_y) == float("inf")
-        assert calculate_ssim(gt, gt.astype(np.float64), 4, test_y_channel=test_y) == pytest.approx(1.0, abs=1e-12)
-        x = _as_tensor(gt)
-        assert torch.isinf(calculate_psnr_pt(x, x.clone(), 0, test_y_channel=test_y)).all()
-        assert calculate_ssim_pt(x, x.clone(), 4, test_y_channel=test_y).item() == pytest.approx(1.0, abs=1e-12)
+    gt, x = PAIRS["noise"][0], _as_tensor(PAIRS["noise"][0])
+    one = pytest.approx(1.0, abs=1e-12)
+    for y in (False, True):
+        assert calculate_psnr(gt, gt.copy(), 0, test_y_channel=y) == float("inf")
+        assert calculate_ssim(gt, gt.astype(np.float64), 4, test_y_channel=y) == one
+        assert torch.isinf(calculate_psnr_pt(x, x.clone(), 0, test_y_channel=y)).all()
+        assert calculate_ssim_pt(x, x.clone(), 4, test_y_channel=y).item() == one
 
 
 @pytest.mark.parametrize("test_y", [False, True])
@@ -106,21 +108,25 @@ def test_torch_metrics_agree_with_numpy_per_image(crop, test_y):
     ssim_pt = calculate_ssim_pt(_as_tensor(gts), _as_tensor(outs), **kwargs)
     assert psnr_pt.shape == ssim_pt.shape == (2,) and psnr_pt.dtype == torch.float64
     for i, (gt, out) in enumerate(zip(gts, outs)):
-        for a, b in ((gt, out), (gt.astype(np.float64), out.astype(np.float64))):  # uint8, float*255
+        for a, b in ((gt, out), (gt.astype(np.float64), out.astype(np.float64))):  # uint8, float
             assert abs(psnr_pt[i].item() - calculate_psnr(a, b, **kwargs)) < 1e-6
             assert abs(ssim_pt[i].item() - calculate_ssim(a, b, **kwargs)) < 1e-6
 
 
 def test_chunks_and_threads_do_not_change_results(monkeypatch):
     gts, outs = (_as_tensor(np.stack([pair[i] for pair in PAIRS.values()] * 3)) for i in (0, 1))
-    expected = [calculate_ssim_pt(gts, outs, 2), calculate_psnr_pt(gts, outs, 2, test_y_channel=True)]
-    monkeypatch.setattr(psnr_ssim, "_CHUNK_VALUES", 4000)  # one image, and one plane, per chunk
+
+    def both():
+        return calculate_ssim_pt(gts, outs, 2), calculate_psnr_pt(gts, outs, 2, test_y_channel=True)
+
+    expected = both()
+    monkeypatch.setattr(psnr_ssim, "_CHUNK_VALUES", 4000)  # one image per chunk
+    monkeypatch.setattr(psnr_ssim, "_GROUP_VALUES", 1000)  # one plane filtered at a time
     threads = torch.get_num_threads()
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            got = [calculate_ssim_pt(gts, outs, 2), calculate_psnr_pt(gts, outs, 2, test_y_channel=True)]
-            assert all(torch.equal(g, e) for g, e in zip(got, expected))
+            assert all(torch.equal(g, e) for g, e in zip(both(), expected))
             assert torch.get_num_threads() == n  # the worker threads leave the setting as it was
     finally:
         torch.set_num_threads(threads)
@@ -174,11 +180,12 @@ def test_buffered_in_place_ssim_equals_the_autograd_one():
     x = _as_tensor(PAIRS["noise"][0]).reshape(3, 1, 48, 56)
     y = _as_tensor(PAIRS["noise"][1]).reshape(3, 1, 48, 56)
     kernel = gaussian_kernel_1d()
-    buffers = SsimBuffers(x.shape, 11, torch.float64)
     expected = ssim_from_statistics(ssim_statistics(x, y, kernel), 1.0)
-    for _ in range(2):  # buffers are reused
-        got = ssim_from_statistics_(ssim_statistics(x, y, kernel, buffers), 1.0)
-        torch.testing.assert_close(got, expected, rtol=0, atol=1e-14)
+    for group in (1, 2, 3):  # planes filtered at once, the last group may be partial
+        buffers = SsimBuffers(x.shape, 11, group, torch.float64)
+        for _ in range(2):  # buffers are reused
+            got = ssim_from_statistics_(ssim_statistics(x, y, kernel, buffers), 1.0)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-14)
 
 
 def test_rgb_to_y_is_bt601_on_the_input_scale():

@@ -1,0 +1,66 @@
+"""Estimated-memory fields for the per-iteration log, re-estimated only when the model changes.
+
+An estimate costs milliseconds to a few hundred, so it is cached per model *structure* (every
+parameter's and buffer's name, shape and dtype): a pruned or replaced model gets new figures on
+the next call, an unchanged one costs a dictionary lookup.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+from torch import nn
+
+from llcv.memory.estimate import MB, MemoryEstimate, estimate_peak_memory
+
+
+def structure_key(model: nn.Module) -> tuple:
+    """Identity of what the memory estimate depends on: the model object and its tensors'
+    names, shapes, dtypes and whether they train."""
+    params = tuple((n, tuple(p.shape), p.dtype, p.requires_grad)
+                   for n, p in model.named_parameters())
+    buffers = tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers())
+    return id(model), params, buffers
+
+
+class MemoryEstimateFields:
+    """``mem/est_train_peak_mb`` at ``train_shape`` and ``mem/est_infer_peak_mb`` at
+    ``val_shape`` (either may be None) for the current model, cached per structure.
+
+    ``optimizer`` is the ``train.optim_g`` section (or a name); ``device`` the run's device.
+    ``extra_train_bytes`` is memory the training process holds beside the step (e.g. an EMA
+    copy of the weights), added to the training figure.
+    """
+
+    def __init__(self, train_shape: Optional[Sequence[int]], val_shape: Optional[Sequence[int]],
+                 optimizer: Any = "AdamW", device: Any = None, amp: Any = False,
+                 loss: Any = "l1", extra_train_bytes: int = 0) -> None:
+        self.train_shape = None if train_shape is None else list(train_shape)
+        self.val_shape = None if val_shape is None else list(val_shape)
+        self.optimizer, self.device, self.amp, self.loss = optimizer, device, amp, loss
+        self.extra_train_bytes = extra_train_bytes
+        self._key: Optional[tuple] = None
+        self._figures: dict[str, float] = {}
+        #: The estimates behind the figures (for a breakdown in the log when the model changes).
+        self.estimates: dict[str, MemoryEstimate] = {}
+
+    def __call__(self, model: nn.Module) -> Mapping[str, float]:
+        """The fields for ``model``; estimates again only if its structure changed."""
+        key = structure_key(model)
+        if key != self._key:
+            self._figures = self._estimate(model)
+            self._key = key
+        return self._figures
+
+    def _estimate(self, model: nn.Module) -> dict[str, float]:
+        figures, self.estimates = {}, {}
+        if self.train_shape is not None:
+            est = estimate_peak_memory(model, self.train_shape, "train", self.optimizer,
+                                       amp=self.amp, device=self.device, loss=self.loss)
+            self.estimates["train"] = est
+            figures["mem/est_train_peak_mb"] = (est.total + self.extra_train_bytes) / MB
+        if self.val_shape is not None:
+            est = estimate_peak_memory(model, self.val_shape, "inference", amp=self.amp,
+                                       device=self.device)
+            self.estimates["inference"] = est
+            figures["mem/est_infer_peak_mb"] = est.total / MB
+        return figures

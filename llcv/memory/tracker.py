@@ -1,0 +1,141 @@
+"""A dispatch-level tracker of live tensor storages: the core of both the estimator and the cheap
+``tensors`` measurement.
+
+Every ATen call below autograd passes through :class:`LiveStorageTracker` (a
+``TorchDispatchMode``). A storage returned by an op for the first time is counted, and a weak
+reference to its Python object (kept alive by PyTorch as long as the C++ storage lives) tells
+exactly when it is freed — by Python, by autograd releasing a saved tensor, or by an optimizer.
+Views and in-place results share their input's storage and add nothing. What this cannot see is
+memory a kernel allocates and frees inside one call (oneDNN reorder buffers, im2col columns);
+``on_op`` lets the caller add that as a per-op extra (see ``llcv.memory.workspace``).
+"""
+from __future__ import annotations
+
+import itertools
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+
+@dataclass(eq=False)
+class StorageInfo:
+    """One tracked storage: its size and who made it (for the breakdown of a peak)."""
+
+    serial: int
+    nbytes: int
+    name: str  # "<module> / <op>", or what the caller registered it as
+    phase: str  # forward, loss, backward, optimizer; or the registered kind
+    shape: tuple = ()
+    dtype: str = ""
+    kind: str = ""  # set for registered storages (weight, input, optimizer_state)
+
+
+@dataclass
+class PeakSnapshot:
+    """The live storages when the running total reached its maximum, plus a kernel's extra."""
+
+    level: int = 0
+    live: list = field(default_factory=list)
+    extra: int = 0  # kernel-internal bytes of the op at the peak
+    op: str = ""  # "<module> / <op>" at the peak
+    phase: str = ""
+
+
+def _storage(t: torch.Tensor) -> Optional[torch.UntypedStorage]:
+    """The untyped storage of ``t``, or None for tensors without one (sparse, nested, ...)."""
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+class LiveStorageTracker(TorchDispatchMode):
+    """Running total and peak of bytes held by tracked storages, updated at every ATen call.
+
+    ``size_of(nbytes)`` maps a storage size to what the allocator really holds (e.g. CUDA's
+    512-byte rounding). ``on_op(func, args, kwargs, out)`` returns kernel-internal bytes alive
+    at the op's internal peak on top of its outputs. ``snapshots`` keeps the live list at the
+    peak (costs a list copy at every new peak); ``namer()`` names an op for that list.
+    """
+
+    def __init__(self, size_of: Callable[[int], int] = int,
+                 on_op: Optional[Callable[..., int]] = None, snapshots: bool = False,
+                 namer: Optional[Callable[[Any], str]] = None) -> None:
+        super().__init__()
+        self.size_of, self.on_op, self.snapshots, self.namer = size_of, on_op, snapshots, namer
+        self.live: dict[int, StorageInfo] = {}
+        self._refs: dict[int, weakref.ref] = {}
+        self._serials = itertools.count()
+        self.level = 0
+        self.peak = 0
+        self.phase = "forward"
+        self.snapshot = PeakSnapshot()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _release(self, key: int, _ref: Any = None) -> None:
+        info = self.live.pop(key, None)
+        self._refs.pop(key, None)
+        if info is not None:
+            self.level -= info.nbytes
+
+    def _track(self, t: torch.Tensor, name: str, phase: str, kind: str = "") -> int:
+        """Count ``t``'s storage if new (or grown); returns the bytes added."""
+        st = _storage(t)
+        if st is None:
+            return 0
+        key = st._cdata
+        nbytes = self.size_of(st.nbytes())
+        info = self.live.get(key)
+        if info is not None:
+            grown = nbytes - info.nbytes  # resize_ / out= variants may enlarge a storage
+            if grown > 0:
+                info.nbytes = nbytes
+                self.level += grown
+            return max(grown, 0)
+        self.live[key] = StorageInfo(next(self._serials), nbytes, name, phase,
+                                     tuple(t.shape), str(t.dtype).replace("torch.", ""), kind)
+        self._refs[key] = weakref.ref(st, lambda ref, key=key: self._release(key))
+        self.level += nbytes
+        return nbytes
+
+    def register(self, tensor: torch.Tensor, kind: str, name: str) -> None:
+        """Count a storage that exists before tracking starts (weights, inputs, state)."""
+        self._track(tensor, name, kind, kind)
+        self._bump(0, name)
+
+    def register_bytes(self, nbytes: int, kind: str, name: str, shape: tuple = (),
+                       dtype: str = "") -> None:
+        """Count ``nbytes`` that stay allocated throughout without a tensor to watch."""
+        serial = next(self._serials)
+        self.live[-1 - serial] = StorageInfo(serial, self.size_of(nbytes), name, kind, shape,
+                                             dtype, kind)
+        self.level += self.live[-1 - serial].nbytes
+        self._bump(0, name)
+
+    def info(self, tensor: torch.Tensor) -> Optional[StorageInfo]:
+        """The record of ``tensor``'s storage, if tracked and alive."""
+        st = _storage(tensor)
+        return None if st is None else self.live.get(st._cdata)
+
+    def _bump(self, extra: int, op: str) -> None:
+        if self.level + extra > self.peak:
+            self.peak = self.level + extra
+            if self.snapshots:
+                self.snapshot = PeakSnapshot(self.level, list(self.live.values()), extra, op,
+                                             self.phase)
+
+    # ------------------------------------------------------------------ dispatch
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = self.namer(func) if self.namer is not None else ""
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._track(t, name, self.phase)
+        extra = self.on_op(func, args, kwargs, out) if self.on_op is not None else 0
+        self._bump(extra, name)
+        return out
