@@ -1,4 +1,5 @@
-"""Profile the network of an option file: parameters, MACs, FLOPs and a per-layer table.
+"""Profile the network of an option file: parameters, MACs, FLOPs, a per-layer table, and the
+estimated peak memory of inference and of a training step, with their breakdown.
 
     python tools/profile_model.py -opt options/train_nafnet_sidd.yml --input-shape 1 3 256 256
     python tools/profile_model.py -opt FILE.yml --checkpoint experiments/x/net_g_latest.pth \\
@@ -7,7 +8,10 @@
 FLOPs = 2 x MACs, counted by PyTorch's torch.utils.flop_counter.FlopCounterMode (convolutions,
 matmuls, attention; element-wise ops are not counted). Only ``network_g`` of the option file is
 read, so training and test option files both work. With ``--device meta`` nothing is computed:
-the figures are the same and any resolution profiles in seconds.
+the figures are the same and any resolution profiles in seconds. Peak memory is estimated on
+data-less tensors (``llcv.memory.estimate_peak_memory``) for the target ``--device`` (CPU for
+meta); the training step uses the option file's ``train.optim_g`` (else ``--optimizer``) with the
+batch size of ``--input-shape``.
 """
 from __future__ import annotations
 
@@ -39,13 +43,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, metavar="OUT",
                         help="also write params, macs, flops and the per-layer list to OUT")
     parser.add_argument("--no-layers", action="store_true", help="print the totals only")
+    parser.add_argument("--optimizer", default="AdamW",
+                        help="optimizer of the training estimate when the option file has no "
+                             "train.optim_g: SGD, Adam or AdamW (default AdamW)")
+    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                        help="estimate mixed precision (autocast) training and inference")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory estimates")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override options, e.g. --set network_g.width=64")
     return parser.parse_args(argv)
 
 
-def read_network_options(path: str, overrides: list[str]) -> dict:
-    """``network_g`` of the option file after overrides, checked against the arch's signature."""
+def read_options(path: str, overrides: list[str]) -> dict:
+    """The option file after overrides, with ``network_g`` checked against the arch's signature."""
     from llcv.options import apply_override, check_component, read_yaml
 
     opt = read_yaml(path)
@@ -54,7 +64,32 @@ def read_network_options(path: str, overrides: list[str]) -> dict:
     if opt.get("network_g") is None:
         raise OptionError(f"network_g: missing in '{path}'; add e.g. network_g: {{type: NAFNet}}")
     check_component(opt["network_g"], "arch", "network_g")
-    return opt["network_g"]
+    return opt
+
+
+def read_network_options(path: str, overrides: list[str]) -> dict:
+    """``network_g`` of the option file after overrides, checked against the arch's signature."""
+    return read_options(path, overrides)["network_g"]
+
+
+def memory_estimates(model: Any, input_shape: list[int], optimizer: Any, amp: str) -> dict:
+    """Estimated inference and training-step peaks (``MemoryEstimate`` by mode)."""
+    from llcv.memory import estimate_peak_memory
+
+    amp_arg = False if amp == "none" else amp
+    return {"inference": estimate_peak_memory(model, input_shape, "inference", amp=amp_arg),
+            "train": estimate_peak_memory(model, input_shape, "train", optimizer, amp=amp_arg)}
+
+
+def estimate_figures(estimates: dict) -> dict:
+    """JSON fields: the two peaks in bytes and each breakdown with its 10 largest tensors."""
+    figures = {"est_infer_peak_bytes": estimates["inference"].total,
+               "est_train_peak_bytes": estimates["train"].total, "memory_estimates": {}}
+    for mode, est in estimates.items():
+        fields = est.to_dict()
+        fields["live_at_peak"] = fields["live_at_peak"][:10]
+        figures["memory_estimates"][mode] = fields
+    return figures
 
 
 def load_weights(path: str, param_key: str) -> tuple[Mapping[str, Any], dict | None]:
@@ -103,8 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     except RuntimeError:
         raise OptionError(f"--device: unknown device '{args.device}'; use cpu, cuda or meta") \
             from None
-    network_opt = read_network_options(args.opt, args.set)
-    model, network_opt = build_network(network_opt, args.checkpoint, args.param_key, device)
+    opt = read_options(args.opt, args.set)
+    model, network_opt = build_network(opt["network_g"], args.checkpoint, args.param_key, device)
     if any(n <= 0 for n in args.input_shape):
         raise OptionError(f"--input-shape: sizes must be positive, got {args.input_shape}")
     try:
@@ -114,6 +149,12 @@ def main(argv: list[str] | None = None) -> dict:
                         f"{args.input_shape} ({str(err).strip().splitlines()[0][:300]})") from None
     print(format_profile(profile, layers=not args.no_layers))
     figures = {"network_g": network_opt, **profile.to_dict()}
+    if not args.no_memory:
+        optimizer = (opt.get("train") or {}).get("optim_g") or args.optimizer
+        estimates = memory_estimates(model, args.input_shape, optimizer, args.amp)
+        for est in estimates.values():
+            print(est.format())
+        figures.update(estimate_figures(estimates))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(figures, f, indent=2)

@@ -216,11 +216,15 @@ class _Run:
     """One execution on FakeTensors of the target device: weights and inputs, the tracker,
     the pieces of the step. (The meta device would be faster but loses what depends on the
     device: e.g. a CPU convolution keeps a channels-last input's layout, a meta one does not.)
+    A PyTorch built without CUDA cannot run CUDA FakeTensors: a CUDA target then executes on
+    CPU FakeTensors, keeping CUDA's allocator rounding, optimizer choice and autocast dtype.
     """
 
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype,
                  train: bool, workspace: bool) -> None:
         self.model, self.device, self.dtype, self.train = model, device, dtype, train
+        cuda_unbuilt = device.type == "cuda" and not torch.backends.cuda.is_built()
+        self.exec_device = torch.device("cpu") if cuda_unbuilt else device
         self.names = _ModuleNames(model)
         on_op = (lambda f, a, k, o: kernel_extra(f, a, k, o, device.type)) if workspace else None
         self.tracker = LiveStorageTracker(_size_of(device), on_op, snapshots=True,
@@ -231,7 +235,7 @@ class _Run:
 
     def _empty(self, t: torch.Tensor) -> torch.Tensor:
         dtype = self.dtype if t.is_floating_point() else t.dtype
-        return torch.empty_strided(t.shape, t.stride(), dtype=dtype, device=self.device)
+        return torch.empty_strided(t.shape, t.stride(), dtype=dtype, device=self.exec_device)
 
     def build_state(self) -> None:
         """Parameters (leaves requiring grad in training) and buffers, registered as weights."""
@@ -244,7 +248,7 @@ class _Run:
             self.tracker.register(self.state[name], "weight", name)
 
     def input(self, shape: Sequence[int], name: str) -> torch.Tensor:
-        x = torch.empty(tuple(shape), dtype=self.dtype, device=self.device)
+        x = torch.empty(tuple(shape), dtype=self.dtype, device=self.exec_device)
         self.tracker.register(x, "input", name)
         return x
 
@@ -357,7 +361,7 @@ def _step(run: _Run, x: torch.Tensor, target: Optional[torch.Tensor],
           amp_dtype: Optional[torch.dtype]) -> set[int]:
     """Run inference or one training step under the tracker; returns the gradients' serials."""
     tracker = run.tracker
-    autocast = (torch.autocast(run.device.type, dtype=amp_dtype) if amp_dtype is not None
+    autocast = (torch.autocast(run.exec_device.type, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
     with tracker, run.names.hooks():
         if optimizer is None:

@@ -195,6 +195,10 @@ def _run_chunks(fn: _ChunkFn, total: int, step: int, device: torch.device) -> Te
     return torch.cat([results[start] for start in sorted(results)])
 
 
+def _images_per_chunk(img: Tensor) -> int:
+    return max(1, _CHUNK_VALUES // max(1, math.prod(img.shape[1:])))
+
+
 def _cropped(img: Tensor, crop_border: int) -> Tensor:
     return img[:, :, crop_border:-crop_border, crop_border:-crop_border] if crop_border else img
 
@@ -216,9 +220,8 @@ def calculate_psnr_pt(img: Tensor, img2: Tensor, crop_border: int, test_y_channe
         mse = torch.sub(a, b, out=cache["diff"]).square_().flatten(1).mean(dim=1)
         return 10.0 * torch.log10(data_range * data_range / mse)  # x / 0 = inf
 
-    step = max(1, 4 * _CHUNK_VALUES // max(1, math.prod(img.shape[1:])))  # images per chunk
     with torch.no_grad():
-        return _run_chunks(psnr, img.shape[0], step, img.device)
+        return _run_chunks(psnr, img.shape[0], _images_per_chunk(img), img.device)
 
 
 @METRICS.register_module()
@@ -245,9 +248,8 @@ def calculate_ssim_pt(img: Tensor, img2: Tensor, crop_border: int, test_y_channe
         stats = ssim_statistics(a, b, kernel, buffers)
         return ssim_from_statistics_(stats, data_range).view(n, c).mean(dim=1)
 
-    step = max(1, _CHUNK_VALUES // math.prod(img.shape[1:]))  # images per chunk
     with torch.no_grad():
-        return _run_chunks(ssim, img.shape[0], step, img.device)
+        return _run_chunks(ssim, img.shape[0], _images_per_chunk(img), img.device)
 
 
 calculate_psnr_pt.input_kind = "tensor"

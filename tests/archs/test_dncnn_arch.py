@@ -1,5 +1,4 @@
 """DnCNN: shapes, residual learning, gradients, parameter counts of the paper's models."""
-import io
 
 import pytest
 import torch
@@ -13,13 +12,6 @@ def tiny(seed: int = 0, **overrides):
     torch.manual_seed(seed)
     cfg = {"type": "DnCNN", "in_ch": 3, "depth": 4, "features": 8, **overrides}
     return build(ARCHS, cfg, "network_g")
-
-
-@pytest.mark.parametrize("shape", [(1, 3, 13, 7), (2, 3, 1, 1), (1, 3, 16, 9)])
-def test_forward_keeps_any_input_size(shape):
-    model = tiny()
-    assert model.size_multiple == 1
-    assert model(torch.rand(shape)).shape == shape
 
 
 def test_residual_learning_subtracts_the_predicted_noise():
@@ -49,17 +41,6 @@ def test_paper_model_parameter_counts(in_ch, depth):
                   device="meta")
     assert sum(p.numel() for p in model.parameters()) == first + middle + last
     assert depth != 17 or in_ch != 1 or first + middle + last == 556_097
-
-
-def test_state_dict_round_trip_includes_bn_statistics():
-    a, b = tiny(0), tiny(1)
-    a(torch.rand(4, 3, 8, 8))  # updates BN running stats in train mode
-    buf = io.BytesIO()
-    torch.save(a.state_dict(), buf)
-    buf.seek(0)
-    b.load_state_dict(torch.load(buf, weights_only=True))
-    x = torch.rand(1, 3, 9, 10)
-    torch.testing.assert_close(a.eval()(x), b.eval()(x), rtol=0, atol=0)
 
 
 def test_bad_depth_names_the_option():

@@ -1,5 +1,4 @@
 """NAFNet: shapes at odd sizes, gradients, published parameter counts, checkpoint layout."""
-import io
 
 import pytest
 import torch
@@ -14,13 +13,6 @@ TINY = {"img_channel": 3, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1
 def tiny(seed: int = 0):
     torch.manual_seed(seed)
     return build(ARCHS, {"type": "NAFNet", **TINY}, "network_g")
-
-
-@pytest.mark.parametrize("shape", [(1, 3, 13, 7), (2, 3, 17, 23), (1, 3, 1, 1), (1, 3, 16, 8)])
-def test_forward_keeps_any_input_size(shape):
-    model = tiny()
-    assert model.size_multiple == 4
-    assert model(torch.rand(shape)).shape == shape
 
 
 def test_fresh_model_is_identity():
@@ -68,16 +60,6 @@ def test_state_dict_keys_follow_published_checkpoints():
                 "encoders.0.0.gamma", "downs.1.weight", "middle_blks.0.conv4.weight",
                 "ups.0.0.weight", "decoders.1.0.conv5.bias"):
         assert key in keys, key
-
-
-def test_state_dict_round_trip():
-    a, b = tiny(0), tiny(1)
-    buf = io.BytesIO()
-    torch.save(a.state_dict(), buf)
-    buf.seek(0)
-    b.load_state_dict(torch.load(buf, weights_only=True))
-    x = torch.rand(1, 3, 9, 10)
-    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
 
 
 def test_layer_norm_2d_matches_formula():

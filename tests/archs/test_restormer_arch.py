@@ -1,5 +1,4 @@
 """Restormer: shapes at odd sizes, gradients, published parameter count, checkpoint layout."""
-import io
 
 import pytest
 import torch
@@ -14,13 +13,6 @@ TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads
 def tiny(seed: int = 0, **overrides):
     torch.manual_seed(seed)
     return build(ARCHS, {"type": "Restormer", **TINY, **overrides}, "network_g")
-
-
-@pytest.mark.parametrize("shape", [(1, 3, 13, 7), (2, 3, 17, 9), (1, 3, 1, 1), (1, 3, 16, 8)])
-def test_forward_keeps_any_input_size(shape):
-    model = tiny()
-    assert model.size_multiple == 8
-    assert model(torch.rand(shape)).shape == shape
 
 
 def test_dual_pixel_variant_maps_six_channels_to_three():
@@ -54,16 +46,6 @@ def test_state_dict_keys_follow_published_checkpoints():
                 "decoder_level1.0.attn.qkv.weight", "refinement.0.ffn.dwconv.weight",
                 "output.weight"):
         assert key in keys, key
-
-
-def test_state_dict_round_trip():
-    a, b = tiny(0), tiny(1)
-    buf = io.BytesIO()
-    torch.save(a.state_dict(), buf)
-    buf.seek(0)
-    b.load_state_dict(torch.load(buf, weights_only=True))
-    x = torch.rand(1, 3, 9, 10)
-    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
 
 
 def test_bias_free_layer_norm_scales_without_centering():

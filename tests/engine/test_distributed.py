@@ -34,8 +34,19 @@ def launch(opt_path, nproc, *args):
     return procs
 
 
+def communicate_all(procs, timeout):
+    """Outputs of every process; on a hang, kill them all and fail showing what they printed."""
+    try:
+        return [p.communicate(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        outs = [p.communicate() for p in procs]
+        pytest.fail(f"ranks still running after {timeout}s: {outs}")
+
+
 def finish(procs, timeout=180):
-    outs = [p.communicate(timeout=timeout) for p in procs]
+    outs = communicate_all(procs, timeout)
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out + err
     return outs
@@ -98,7 +109,7 @@ def test_sigterm_on_one_rank_stops_both_with_state_saved(tmp_path):
     while time.time() < deadline and not (jsonl.exists() and jsonl.stat().st_size > 0):
         time.sleep(0.1)
     procs[1].send_signal(signal.SIGTERM)
-    outs = [p.communicate(timeout=60) for p in procs]
+    outs = communicate_all(procs, 120)
     assert [p.returncode for p in procs] == [130, 130], outs
     states = list((tmp_path / "experiments" / "tiny" / "training_states").glob("*.state"))
     assert len(states) == 1

@@ -1,0 +1,296 @@
+"""Tiled inference of images of any size (100 megapixels and more) under a memory budget.
+
+Geometry, per axis: the image is cut into *cores* of ``tile - 2 * overlap`` pixels; the model runs
+on *windows* = a core plus ``overlap`` pixels of context on each side (clipped at the image
+border), so a window is at most ``tile`` pixels and adjacent windows share ``2 * overlap``.
+Window origins and sizes are multiples of the model's ``size_multiple``, so a downsampling
+model sees the same pixel grid as on the whole image. Across each core boundary the two
+windows are blended with a linear ramp of half-width ``feather``; the weights of all windows sum
+to one at every pixel. With the model's receptive-field radius R known and ``overlap >= R``,
+``feather = overlap - R`` uses only outputs with full context, and the result equals untiled
+inference up to float rounding; otherwise (``overlap < R`` or a global operator such as
+NAFNet's channel attention) the ramp only hides seams.
+
+Memory: only one band of window rows is kept in float32 (about ``tile`` rows by the image
+width); finished rows go to the output array (float32, or uint8/uint16 to save host memory).
+``choose_tile`` picks the largest tile whose *estimated* peak (``estimate_peak_memory``: weights,
+window, activations, kernel buffers) fits a fraction ``safety`` of the budget; the full-size
+input and output arrays are host memory on top of the budget.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from llcv.errors import LLCVError
+from llcv.memory.estimate import MB, estimate_peak_memory
+from llcv.memory.fields import structure_key
+
+_PEAKS: dict[tuple, int] = {}  # estimated window peaks, by model structure and window shape
+_RADII: dict[tuple, Optional[int]] = {}
+SAFETY = 0.9  # the estimate is within 1% of the allocator peak in tools/bench_memory.py
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def size_multiple(model: nn.Module) -> int:
+    """The model's ``size_multiple`` (1 when it does not say)."""
+    return int(getattr(model, "size_multiple", 1) or 1)
+
+
+def _device(model: nn.Module, device: Any) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    first = next(iter(model.parameters()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for m, was in modes.items():
+            m.training = was
+
+
+# ---------------------------------------------------------------------- receptive field
+def receptive_field_radius(model: nn.Module, channels: int = 3, device: Any = None,
+                           probe: int = 128) -> Optional[int]:
+    """How far (pixels, Chebyshev) an input pixel changes the output, found by perturbing one
+    pixel of a random ``probe``-sized image at each phase of the model's pixel grid; None when
+    the change reaches the probe's border (a global operator, or a field wider than the probe).
+    Cached per model structure."""
+    device = _device(model, device)
+    key = (structure_key(model), channels, str(device), probe)
+    if key not in _RADII:
+        _RADII[key] = _probe_radius(model, channels, device, probe)
+    return _RADII[key]
+
+
+def _probe_radius(model: nn.Module, channels: int, device: torch.device,
+                  probe: int) -> Optional[int]:
+    m = size_multiple(model)
+    size = _round_up(probe, m)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, channels, size, size, generator=gen).to(device)
+    radius = 0
+    with _eval(model):
+        base = model(x)
+        scale = float(base.abs().max()) + 1e-12
+        for phase in range(min(m, 4)):
+            c = size // 2 + phase
+            bumped = x.clone()
+            bumped[..., c, c] += 1.0
+            changed = (model(bumped) - base).abs().amax(dim=(0, 1)) > 1e-6 * scale
+            ys, xs = torch.nonzero(changed, as_tuple=True)
+            if len(ys) == 0:
+                continue
+            r = int(max((ys - c).abs().max(), (xs - c).abs().max()))
+            if r >= size // 2 - m:
+                return None
+            radius = max(radius, r)
+    return radius
+
+
+# ---------------------------------------------------------------------- tile size
+def tile_peak_bytes(model: nn.Module, height: int, width: int, channels: int = 3,
+                    device: Any = None, dtype: torch.dtype = torch.float32) -> int:
+    """Estimated inference peak for one window of ``height`` x ``width`` (cached)."""
+    device = _device(model, device)
+    key = (structure_key(model), height, width, channels, str(device), dtype)
+    if key not in _PEAKS:
+        if len(_PEAKS) > 4096:
+            _PEAKS.clear()
+        _PEAKS[key] = estimate_peak_memory(model, (1, channels, height, width), "inference",
+                                           dtype=dtype, device=device).total
+    return _PEAKS[key]
+
+
+def choose_tile(model: nn.Module, budget_bytes: int, overlap: int, image_hw: tuple,
+                channels: int = 3, device: Any = None, safety: float = SAFETY) -> int:
+    """The largest tile (multiple of ``size_multiple``, more than ``2 * overlap``) whose
+    estimated window peak is at most ``safety * budget_bytes``; binary search over tile sizes."""
+    m = size_multiple(model)
+    overlap = _round_up(overlap, m)
+    h, w = image_hw
+
+    def fits(k: int) -> bool:
+        tile = k * m
+        return tile_peak_bytes(model, min(tile, h), min(tile, w), channels, device) \
+            <= safety * budget_bytes
+
+    low = 2 * overlap // m + 1  # the smallest tile with a core of one multiple
+    high = max(low, _round_up(max(h, w) + 2 * overlap, m) // m)
+    if not fits(low):
+        tile = low * m
+        need = tile_peak_bytes(model, min(tile, h), min(tile, w), channels, device) / safety
+        raise LLCVError(
+            f"--memory-budget-mb: {budget_bytes / MB:.1f} MiB is too small; "
+            f"{type(model).__name__} needs at least {need / MB:.1f} MiB for its smallest tile "
+            f"({tile} px with overlap {overlap}); raise the budget or lower --overlap")
+    while low < high:  # invariant: fits(low)
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low * m
+
+
+# ---------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class Window:
+    """One window along an axis: ``[start, stop)`` is run, ``[core_start, core_stop)`` kept."""
+
+    start: int
+    stop: int
+    core_start: int
+    core_stop: int
+
+
+def axis_windows(length: int, tile: int, overlap: int) -> list[Window]:
+    """Cores of ``tile - 2 * overlap`` pixels with ``overlap`` context, clipped to the axis."""
+    core = tile - 2 * overlap
+    if core <= 0:
+        raise LLCVError(f"--tile: {tile} leaves no core with overlap {overlap}; use a tile "
+                        f"larger than {2 * overlap} or a smaller --overlap")
+    if length <= tile:
+        return [Window(0, length, 0, length)]
+    windows = []
+    for cs in range(0, length, core):
+        ce = min(cs + core, length)
+        windows.append(Window(max(cs - overlap, 0), min(ce + overlap, length), cs, ce))
+    return windows
+
+
+def axis_weights(win: Window, length: int, feather: int) -> np.ndarray:
+    """Blend weights over ``win``: 1 in its core, linear ramps of half-width ``feather`` across
+    inner core boundaries (the neighbour's ramp is the complement), 0 elsewhere."""
+    x = np.arange(win.start, win.stop, dtype=np.float64) + 0.5
+    weight = np.ones(win.stop - win.start, dtype=np.float64)
+    if win.core_start > 0:
+        weight *= _ramp(x - (win.core_start - feather), feather)
+    if win.core_stop < length:
+        weight *= _ramp((win.core_stop + feather) - x, feather)
+    return weight.astype(np.float32)
+
+
+def _ramp(distance: np.ndarray, feather: int) -> np.ndarray:
+    if feather == 0:
+        return (distance > 0).astype(np.float64)
+    return np.clip(distance / (2 * feather), 0.0, 1.0)
+
+
+def plan_overlap(model: nn.Module, overlap: Optional[int], channels: int,
+                 device: Any = None) -> tuple[int, int]:
+    """``(overlap, feather)``: the overlap rounded up to ``size_multiple`` (default: the
+    receptive-field radius, or 32 for a global model), and the exact-blend feather width."""
+    m = size_multiple(model)
+    radius = receptive_field_radius(model, channels, device)
+    if overlap is None:
+        overlap = 32 if radius is None else radius
+    overlap = _round_up(max(overlap, 0), m)
+    if radius is not None and overlap >= radius:
+        return overlap, overlap - radius
+    return overlap, overlap // 2
+
+
+# ---------------------------------------------------------------------- running
+def _to_float(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The scale that maps the image's integer range to [0, 1] (1 for floats)."""
+    if image.dtype == np.uint8:
+        return image, 255.0
+    if image.dtype == np.uint16:
+        return image, 65535.0
+    if np.issubdtype(image.dtype, np.floating):
+        return image, 1.0
+    raise LLCVError(f"image: unsupported dtype {image.dtype}; use uint8, uint16 or float")
+
+
+def _from_float(band: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.float32:
+        return band
+    top = 255.0 if dtype == np.uint8 else 65535.0
+    return np.clip(np.rint(band * top), 0, top).astype(dtype)
+
+
+class _Runner:
+    """Runs the model on one window of an HWC image and returns its HWC float32 output."""
+
+    def __init__(self, model: nn.Module, image: np.ndarray, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.image, self.scale = _to_float(image)
+        self.dtype = next(iter(model.parameters()), torch.empty(0)).dtype
+
+    def __call__(self, wy: Window, wx: Window) -> np.ndarray:
+        crop = self.image[wy.start:wy.stop, wx.start:wx.stop]
+        chw = np.ascontiguousarray(crop.transpose(2, 0, 1), dtype=np.float32)
+        if self.scale != 1.0:
+            chw /= self.scale
+        x = torch.from_numpy(chw)[None].to(self.device, self.dtype)
+        y = self.model(x)
+        if y.shape[-2:] != x.shape[-2:]:
+            raise LLCVError(f"model: tiled inference needs an output of the input's size; "
+                            f"{type(self.model).__name__} maps {list(x.shape)} to "
+                            f"{list(y.shape)}")
+        return y[0].float().permute(1, 2, 0).cpu().numpy()
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="tiles", unit="tile", disable=not enabled, leave=False)
+
+
+def tiled_inference(model: nn.Module, image: np.ndarray, tile: int, overlap: Optional[int] = None,
+                    feather: Optional[int] = None, device: Any = None,
+                    out_dtype: Any = np.float32, progress: bool = True) -> np.ndarray:
+    """Restore an HWC ``image`` (uint8, uint16 or float in [0, 1]) window by window.
+
+    ``tile``: window side, rounded down to ``size_multiple``; ``overlap``: context per side
+    (default: the receptive-field radius); ``feather``: blend half-width (default: exact when
+    ``overlap`` covers the receptive field). Returns an HWC array of ``out_dtype`` (float32
+    unclipped, or uint8/uint16 clipped and rounded) with the model's output channels.
+    """
+    device = _device(model, device)
+    m = size_multiple(model)
+    overlap, exact_feather = plan_overlap(model, overlap, image.shape[2], device)
+    tile = max(tile // m * m, 2 * overlap + m)
+    feather = min(exact_feather if feather is None else feather, (tile - 2 * overlap) // 2)
+    h, w = image.shape[:2]
+    rows, cols = axis_windows(h, tile, overlap), axis_windows(w, tile, overlap)
+    col_weights = [axis_weights(wx, w, feather) for wx in cols]
+    run = _Runner(model, image, device)
+    out: Optional[np.ndarray] = None
+    band, band_start = None, 0
+    with _eval(model), _progress(len(rows) * len(cols), progress) as bar:
+        for i, wy in enumerate(rows):
+            row_weight = axis_weights(wy, h, feather)[:, None, None]
+            for wx, col_weight in zip(cols, col_weights):
+                y = run(wy, wx)
+                if out is None:
+                    out = np.empty((h, w, y.shape[2]), dtype=out_dtype)
+                    band = np.zeros((tile, w, y.shape[2]), dtype=np.float32)
+                band[wy.start - band_start:wy.stop - band_start, wx.start:wx.stop] += \
+                    y * (row_weight * col_weight[None, :, None])
+                bar.update(1)
+            done = h if i + 1 == len(rows) else rows[i + 1].start
+            out[band_start:done] = _from_float(band[:done - band_start], out.dtype)
+            band = _shift(band, done - band_start)
+            band_start = done
+    return out
+
+
+def _shift(band: np.ndarray, rows: int) -> np.ndarray:
+    """Drop the first ``rows`` finished rows of the band; the rest start at row 0."""
+    band[:band.shape[0] - rows] = band[rows:].copy()
+    band[band.shape[0] - rows:] = 0.0
+    return band
