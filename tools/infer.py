@@ -3,7 +3,8 @@
     python tools/infer.py -opt options/train_unet_demo.yml \\
         --checkpoint experiments/train_unet_demo/models/net_g_latest.pth \\
         --input photo.png --output results/ --memory-budget-mb 1024
-    python tools/infer.py -opt FILE.yml --checkpoint X --input DIR --output DIR --tile 512 --overlap 32
+    python tools/infer.py -opt FILE.yml --checkpoint X --input DIR --output DIR \
+        --tile 512 --overlap 32
 
 The network is the ``network_g`` stored in the checkpoint (else the option file's); its weights
 are ``params_ema`` when present, else ``params`` (or a plain state_dict), loaded with

@@ -1,6 +1,7 @@
 """Clean images degraded on the fly: a fresh degradation for every training sample."""
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -12,7 +13,8 @@ from llcv.data.paired_image_dataset import TRAIN_PHASE, check_phase, check_posit
 from llcv.data.sampler import SampleKey, sample_rng
 from llcv.data.transforms import augment, center_crop, check_crop_size, random_crop
 from llcv.errors import OptionError
-from llcv.registry import DATASETS, DEGRADATIONS, build
+from llcv.degradations.base import build_child
+from llcv.registry import DATASETS
 
 
 @DATASETS.register_module()
@@ -24,20 +26,25 @@ class SyntheticPairedDataset(Dataset):
     Training: random ``gt_size`` crop, flips/rotations and degradation from the sample's rng.
     Validation: the same LQ for an index in every run (rng from ``seed`` and the index), after an
     optional centre crop to at most ``crop_val`` pixels a side. ``lq_path`` equals ``gt_path``.
+    ``return_label`` adds what the degradation did (for all-in-one restoration): ``degradation``,
+    its drawn parameters as a JSON string, and ``label``, the branch a ``RandomChoice`` took
+    (-1 for any other degradation).
     """
 
     def __init__(self, phase: str, degradation: Mapping[str, Any],
                  dataroot_gt: Optional[str] = None,
                  builtin_images: Optional[Sequence[str]] = None, gt_size: Optional[int] = None,
                  use_hflip: bool = False, use_rot: bool = False, crop_val: Optional[int] = None,
-                 seed: int = 0, io_backend: Optional[Mapping[str, Any]] = None) -> None:
+                 seed: int = 0, io_backend: Optional[Mapping[str, Any]] = None,
+                 return_label: bool = False) -> None:
         check_phase(phase)
         check_positive_int(gt_size, "gt_size", allow_none=True)
         check_positive_int(crop_val, "crop_val", allow_none=True)
         if (dataroot_gt is None) == (builtin_images is None):
             raise OptionError("dataroot_gt: give exactly one of dataroot_gt (a folder of clean "
                               "images) and builtin_images (names of bundled photos)")
-        self.degradation = build(DEGRADATIONS, degradation, "degradation")
+        self.degradation = build_child("degradation", degradation)
+        self.return_label = return_label
         self.train = phase == TRAIN_PHASE
         self.gt_size, self.crop_val, self.seed = gt_size, crop_val, int(seed)
         self.use_hflip, self.use_rot = use_hflip, use_rot
@@ -83,13 +90,18 @@ class SyntheticPairedDataset(Dataset):
             (gt,) = augment((gt,), rng, self.use_hflip, self.use_rot)
         gt = to_float(gt, path)
         gt_tensor = to_tensor(gt, path)  # a copy: a degradation writing in place cannot alter it
-        lq = self._degrade(gt, rng)
-        return {"lq": to_tensor(lq, path), "gt": gt_tensor, "lq_path": path, "gt_path": path}
+        lq, params = self._degrade(gt, rng)
+        sample = {"lq": to_tensor(lq, path), "gt": gt_tensor, "lq_path": path, "gt_path": path}
+        if self.return_label:
+            sample["degradation"] = json.dumps(params, sort_keys=True)
+            sample["label"] = int(params.get("choice", -1))
+        return sample
 
-    def _degrade(self, gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """LQ from GT, clipped to [0, 1]; a degradation returning a non-image is an error."""
-        lq = np.asarray(self.degradation(gt, rng), dtype=np.float32)
+    def _degrade(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        """LQ from GT, clipped to [0, 1], and the drawn parameters; a non-image LQ is an error."""
+        lq, params = self.degradation.degrade(gt, rng)
+        lq = np.asarray(lq, dtype=np.float32)
         if lq.ndim != 3 or lq.shape[2] != 3:
             raise OptionError(f"degradation: {type(self.degradation).__name__} returned shape "
                               f"{lq.shape}; expected an HxWx3 image")
-        return np.clip(lq, 0.0, 1.0)
+        return np.clip(lq, 0.0, 1.0), params

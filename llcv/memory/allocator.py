@@ -97,24 +97,25 @@ class _ProfilerWindow:
         self._config = _profiler.ProfilerConfig(
             _profiler.ProfilerState.KINETO, False, True, False, False, False,
             _profiler._ExperimentalConfig())
-        self.active = False
 
     def start(self) -> bool:
         if self._autograd._profiler_enabled():  # someone else is profiling: do not interfere
             return False
-        with _quiet_stderr():
-            self._autograd._prepare_profiler(self._config, self._activities)
-            self._autograd._enable_profiler(self._config, self._activities)
-        self.active = True
+        try:
+            with _quiet_stderr():
+                self._autograd._prepare_profiler(self._config, self._activities)
+                self._autograd._enable_profiler(self._config, self._activities)
+        except RuntimeError:  # a build without the Kineto profiler: no figure, no failure
+            return False
         return True
 
     def stop(self) -> int:
         """Peak of the running sum of CPU allocations minus frees since ``start``."""
         with _quiet_stderr():
             result = self._autograd._disable_profiler()
-        self.active = False
+        cpu = torch._C._autograd.DeviceType.CPU
         events = [(e.start_ns(), e.nbytes()) for e in result.events()
-                  if e.name() == "[memory]" and e.device_type() == torch._C._autograd.DeviceType.CPU]
+                  if e.name() == "[memory]" and e.device_type() == cpu]
         events.sort(key=lambda item: item[0])
         level = peak = 0
         for _, nbytes in events:

@@ -9,7 +9,10 @@ graph does not contain what autograd saves for backward, the backward pass itsel
 in-place ops, the optimizer's state and temporaries, or autocast's casts; executing the real code
 gets all of them exactly as PyTorch schedules them (including when saved tensors are released).
 Why fake tensors rather than the meta device: a fake tensor keeps its target device, so autocast
-and device-dependent choices (foreach optimizers on CUDA) behave as in the real run. On top of
+and device-dependent choices behave as in the real run (a CPU convolution keeps a channels-last
+input channels-last, which changes its kernel buffers — on meta, NAFNet's estimate was 23% off;
+CUDA picks foreach optimizers). A single-tensor optimizer (CPU) updates one parameter at a time
+with temporaries proportional to it, so only its largest parameter's update is run. On top of
 the tensors, ``llcv.memory.workspace`` adds what a CPU kernel allocates inside one call (oneDNN
 reorder buffers, im2col matrices); on CUDA each storage is rounded to the caching allocator's
 512-byte blocks and cuDNN workspaces are not modelled.
@@ -30,15 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.func import functional_call
-from torch.nn.modules import module as module_hooks
 
 from llcv.errors import LLCVError, OptionError
+from llcv.memory.naming import ModuleNames
 from llcv.memory.tracker import LiveStorageTracker, StorageInfo
 from llcv.memory.workspace import kernel_extra
 
 MB = 1024.0 ** 2
 KINDS = ("weight", "input", "optimizer_state", "gradient", "activation", "transient")
-_LABEL = "llcv_module"
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss, "mse": F.mse_loss}
 
@@ -95,63 +97,6 @@ class MemoryEstimate:
             shape = "x".join(map(str, t.shape))
             lines.append(f"    {t.bytes / MB:9.3f} MiB  {t.kind:<15} {t.name} [{shape}]")
         return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------- module naming
-class _ModuleNames:
-    """Names ops by the module running them: a stack kept by global forward hooks, and in
-    backward the label the forward hooks wrote into each autograd node's metadata."""
-
-    def __init__(self, model: nn.Module) -> None:
-        root = type(model).__name__
-        self.names = {id(m): (n or root) for n, m in model.named_modules()}
-        self.stack = [root]
-
-    @staticmethod
-    def _label(value: Any, name: str) -> None:
-        todo = [t.grad_fn for t in _tensors(value) if t.grad_fn is not None]
-        while todo:
-            node = todo.pop()
-            if node is None or _LABEL in node.metadata:
-                continue
-            node.metadata[_LABEL] = name
-            todo.extend(nxt for nxt, _ in node.next_functions)
-
-    def _pre(self, module: nn.Module, args: Any) -> None:
-        self._label(args, self.stack[-1])  # ops done by the caller before this call
-        self.stack.append(self.names.get(id(module), type(module).__name__))
-
-    def _post(self, module: nn.Module, args: Any, out: Any) -> None:
-        self._label(out, self.stack[-1])
-        if len(self.stack) > 1:
-            self.stack.pop()
-
-    def __call__(self, func: Any) -> str:
-        op = func.overloadpacket.__name__
-        node = torch._C._current_autograd_node()
-        if node is not None:
-            return f"{node.metadata.get(_LABEL, '?')} / {op}"
-        return f"{self.stack[-1]} / {op}"
-
-    @contextlib.contextmanager
-    def hooks(self) -> Iterator[None]:
-        pre = module_hooks.register_module_forward_pre_hook(self._pre)
-        post = module_hooks.register_module_forward_hook(self._post)
-        try:
-            yield
-        finally:
-            pre.remove()
-            post.remove()
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, Mapping):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
-    return []
 
 
 # ---------------------------------------------------------------------- set-up
@@ -225,7 +170,7 @@ class _Run:
         self.model, self.device, self.dtype, self.train = model, device, dtype, train
         cuda_unbuilt = device.type == "cuda" and not torch.backends.cuda.is_built()
         self.exec_device = torch.device("cpu") if cuda_unbuilt else device
-        self.names = _ModuleNames(model)
+        self.names = ModuleNames(model)
         on_op = (lambda f, a, k, o: kernel_extra(f, a, k, o, device.type)) if workspace else None
         self.tracker = LiveStorageTracker(_size_of(device), on_op, snapshots=True,
                                           namer=self.names)

@@ -131,3 +131,28 @@ def test_gt_size_error_names_the_image():
     with pytest.raises(OptionError, match=r"gt_size: 256 is larger than image 'skimage:page' "
                                           r"\(191x384\)"):
         SyntheticPairedDataset("train", NOISE, builtin_images=["page"], gt_size=256)
+
+
+def test_labels_say_which_degradation_was_applied():
+    import json
+
+    from torch.utils.data import default_collate
+
+    from llcv.data.sampler import SampleKey
+    from llcv.data.synthetic_paired_dataset import SyntheticPairedDataset
+
+    choice = {"type": "RandomChoice", "degradations": [
+        {"type": "GaussianNoise", "sigma": 50}, {"type": "JPEGCompression", "quality": 10}]}
+    data = SyntheticPairedDataset("train", choice, builtin_images=["astronaut"], gt_size=32,
+                                  return_label=True)
+    samples = [data[SampleKey(0, seed)] for seed in range(12)]
+    assert {s["label"] for s in samples} == {0, 1}
+    for s in samples:
+        params = json.loads(s["degradation"])
+        assert params["choice"] == s["label"]
+        assert params["type"] == ("GaussianNoise", "JPEGCompression")[s["label"]]
+    batch = default_collate(samples[:4])
+    assert batch["label"].shape == (4,) and len(batch["degradation"]) == 4
+    plain = SyntheticPairedDataset("train", choice, builtin_images=["astronaut"], gt_size=32)
+    assert "label" not in plain[SampleKey(0, 0)]
+    assert plain[SampleKey(0, 3)]["lq"].equal(samples[3]["lq"])
