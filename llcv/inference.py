@@ -160,8 +160,9 @@ def axis_windows(length: int, tile: int, overlap: int) -> list[Window]:
     """Cores of ``tile - 2 * overlap`` pixels with ``overlap`` context, clipped to the axis."""
     core = tile - 2 * overlap
     if core <= 0:
-        raise LLCVError(f"--tile: {tile} leaves no core with overlap {overlap}; use a tile "
-                        f"larger than {2 * overlap} or a smaller --overlap")
+        raise LLCVError(f"--tile: {tile} px (rounded to the model's size multiple) leaves no "
+                        f"core inside an overlap of {overlap} px per side; use a larger --tile "
+                        f"or a smaller --overlap")
     if length <= tile:
         return [Window(0, length, 0, length)]
     windows = []
@@ -263,7 +264,7 @@ def tiled_inference(model: nn.Module, image: np.ndarray, tile: int, overlap: Opt
     device = _device(model, device)
     m = size_multiple(model)
     overlap, exact_feather = plan_overlap(model, overlap, image.shape[2], device)
-    tile = max(tile // m * m, 2 * overlap + m)
+    tile = tile // m * m
     feather = min(exact_feather if feather is None else feather, (tile - 2 * overlap) // 2)
     h, w = image.shape[:2]
     rows, cols = axis_windows(h, tile, overlap), axis_windows(w, tile, overlap)
@@ -281,6 +282,7 @@ def tiled_inference(model: nn.Module, image: np.ndarray, tile: int, overlap: Opt
                     band = np.zeros((tile, w, y.shape[2]), dtype=np.float32)
                 band[wy.start - band_start:wy.stop - band_start, wx.start:wx.stop] += \
                     y * (row_weight * col_weight[None, :, None])
+                del y  # frees the model's output before the next window runs
                 bar.update(1)
             done = h if i + 1 == len(rows) else rows[i + 1].start
             out[band_start:done] = _from_float(band[:done - band_start], out.dtype)

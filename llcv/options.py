@@ -117,6 +117,7 @@ SCHEMA: dict[str, Any] = {
         "print_freq": Key(INT, 100),
         "save_checkpoint_freq": Key(INT, 5000),
         "use_tb_logger": Key(BOOL, True),
+        "measure_allocator": Key(BOOL, True),  # CPU: peak bytes through PyTorch's allocator
     },
 }
 OPTIONAL_SECTIONS = ("val",)

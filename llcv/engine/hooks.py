@@ -18,7 +18,7 @@ import torch
 from llcv.engine.dist import all_reduce_max
 from llcv.engine.logger import format_train_line
 from llcv.engine.validation import save_image_png, tensor_to_uint8_rgb
-from llcv.memory import MemoryMeter
+from llcv.memory import AllocatorPeakMeter, MemoryEstimateFields, MemoryMeter, resident_bytes
 from llcv.registry import HOOKS
 
 
@@ -60,22 +60,57 @@ class EMAHook(Hook):
 
 @HOOKS.register_module()
 class MemoryHook(Hook):
-    """Adds this iteration's measured memory (max over ranks) to the record."""
+    """Adds this iteration's memory to the record, measured and estimated (max over ranks).
+
+    Measured: CUDA allocator peaks, or on CPU the process RSS and (``measure_allocator``) the
+    peak of bytes held through PyTorch's CPU allocator. Estimated: the peak of a training step
+    at the training batch shape and of inference at the first validation image's shape, for the
+    current model — re-estimated whenever the model's structure changes.
+    """
 
     priority = 20
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, measure_allocator: bool = True) -> None:
         self.meter = MemoryMeter(device)
+        self.alloc_meter = AllocatorPeakMeter(
+            device, enabled=measure_allocator and torch.device(device).type == "cpu")
+        self.estimates: MemoryEstimateFields | None = None
 
     def before_train_iter(self, runner, it) -> None:
         self.meter.reset()
+        self.alloc_meter.start(resident_bytes(*self._resident(runner)))
 
     def after_train_iter(self, runner, it, batch, record) -> None:
-        figures = self.meter.read()
+        figures = {**self.meter.read(), **self.alloc_meter.stop()}
+        if self.estimates is None:
+            self.estimates = self._build_estimates(runner, batch)
+        known = self.estimates.estimates.get("train")
+        figures.update(self.estimates(runner.model))
+        if self.estimates.estimates.get("train") is not known:  # first estimate, or new model
+            for est in self.estimates.estimates.values():
+                runner.logger.info(f"Estimated peak memory at iter {it}:\n{est.format()}")
         if runner.dist.distributed:
             values = all_reduce_max(torch.tensor(list(figures.values()), device=runner.device))
             figures = dict(zip(figures, values.tolist()))
         record.update(figures)
+
+    def after_run(self, runner) -> None:
+        self.alloc_meter.stop()
+
+    @staticmethod
+    def _resident(runner) -> list:
+        return [runner.model, runner.optimizer] + ([runner.ema.module] if runner.ema else [])
+
+    @staticmethod
+    def _build_estimates(runner, batch) -> MemoryEstimateFields:
+        val_shape = None
+        if runner.validators:
+            val_shape = [1, *runner.validators[0].loader.dataset[0]["lq"].shape]
+        losses = list(runner.losses.values())
+        return MemoryEstimateFields(
+            list(batch["lq"].shape), val_shape, optimizer=runner.opt["train"]["optim_g"],
+            device=runner.device, loss=lambda out, gt: sum(loss(out, gt) for loss in losses),
+            extra_train_bytes=resident_bytes(runner.ema.module) if runner.ema else 0)
 
 
 @HOOKS.register_module()

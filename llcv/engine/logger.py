@@ -11,6 +11,12 @@ from typing import Any, Mapping
 import numpy as np
 
 LOGGER_NAME = "llcv"
+# TensorBoard "Custom Scalars": measured and estimated memory of a training step on one chart.
+MEMORY_CHARTS = {"memory": {
+    "training step peak (MiB): measured vs estimated": [
+        "Multiline", ["mem/alloc_peak_mb", "mem/est_train_peak_mb", "mem/rss_peak_mb"]],
+    "inference peak (MiB): estimated": ["Multiline", ["mem/est_infer_peak_mb"]],
+}}
 
 
 def get_logger(log_file: str | None = None, enabled: bool = True) -> logging.Logger:
@@ -51,6 +57,7 @@ class MetricWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=os.path.join(exp_dir, "tb"))
+            self.tb.add_custom_scalars(MEMORY_CHARTS)
 
     def write_jsonl(self, step: int, record: Mapping[str, Any]) -> None:
         """Append one JSON object (``iter`` plus the record) to ``metrics.jsonl``."""

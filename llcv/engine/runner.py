@@ -143,7 +143,8 @@ class Runner:
 
     def _build_hooks(self) -> list[Hook]:
         log_opt, val_opt = self.opt["logger"], self.opt.get("val")
-        hooks: list[Hook] = [MemoryHook(self.device), LoggerHook(log_opt["print_freq"]),
+        hooks: list[Hook] = [MemoryHook(self.device, log_opt["measure_allocator"]),
+                             LoggerHook(log_opt["print_freq"]),
                              CheckpointHook(log_opt["save_checkpoint_freq"])]
         if self.ema is not None:
             hooks.append(EMAHook())

@@ -103,9 +103,9 @@ class LiveStorageTracker(TorchDispatchMode):
         return nbytes
 
     def register(self, tensor: torch.Tensor, kind: str, name: str) -> None:
-        """Count a storage that exists before tracking starts (weights, inputs, state)."""
+        """Count a storage that exists before tracking starts (weights, inputs, state); the
+        peak takes it into account when the tracker is entered."""
         self._track(tensor, name, kind, kind)
-        self._bump(0, name)
 
     def register_bytes(self, nbytes: int, kind: str, name: str, shape: tuple = (),
                        dtype: str = "") -> None:
@@ -114,7 +114,6 @@ class LiveStorageTracker(TorchDispatchMode):
         self.live[-1 - serial] = StorageInfo(serial, self.size_of(nbytes), name, kind, shape,
                                              dtype, kind)
         self.level += self.live[-1 - serial].nbytes
-        self._bump(0, name)
 
     def info(self, tensor: torch.Tensor) -> Optional[StorageInfo]:
         """The record of ``tensor``'s storage, if tracked and alive."""
@@ -129,6 +128,10 @@ class LiveStorageTracker(TorchDispatchMode):
                                              self.phase)
 
     # ------------------------------------------------------------------ dispatch
+    def __enter__(self):
+        self._bump(0, "(before the first op)")  # registered storages alone may be the peak
+        return super().__enter__()
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)

@@ -55,7 +55,8 @@ class SsimBuffers:
     """Buffers for ``ssim_statistics`` to reuse when autograd is off.
 
     For (N, C, H, W) inputs filtered ``group`` images at a time: refilling the same few
-    megabytes keeps them in cache and avoids allocating (and page-faulting) memory per call.
+    megabytes keeps them in cache and avoids allocating (and page-faulting) memory per call;
+    the shifted views the filter sums are made once too.
     """
 
     def __init__(self, shape: torch.Size | tuple, size: int, group: int, dtype: torch.dtype,
@@ -65,6 +66,16 @@ class SsimBuffers:
         self.maps = torch.empty((group, 4 * c, h, w), dtype=dtype, device=device)
         self.rows = torch.empty((group, 4 * c, h - size + 1, w), dtype=dtype, device=device)
         self.out = torch.empty((n, 4 * c, h - size + 1, w - size + 1), dtype=dtype, device=device)
+        self.map_views = self.maps.chunk(4, dim=1)
+        self.row_views = _shifted(self.maps, size, -2)
+        self.col_views = _shifted(self.rows, size, -1)
+
+    def views(self, count: int) -> tuple[tuple[Tensor, ...], list[Tensor], list[Tensor], Tensor]:
+        """(four map slots, vertical-pass views, horizontal-pass views, rows) for ``count``."""
+        if count == self.group:
+            return self.map_views, self.row_views, self.col_views, self.rows
+        maps, rows, size = self.maps[:count], self.rows[:count], len(self.row_views)
+        return maps.chunk(4, dim=1), _shifted(maps, size, -2), _shifted(rows, size, -1), rows
 
 
 def ssim_statistics(x: Tensor, y: Tensor, kernel: Tensor,
@@ -79,14 +90,13 @@ def ssim_statistics(x: Tensor, y: Tensor, kernel: Tensor,
         return filter_valid(torch.cat([x, y, (x * x).addcmul_(y, y), x * y], dim=1), kernel)
     for start in range(0, x.shape[0], buffers.group):
         xs, ys = x[start:start + buffers.group], y[start:start + buffers.group]
-        maps, rows = buffers.maps[:len(xs)], buffers.rows[:len(xs)]
-        mx, my, msq, mxy = maps.chunk(4, dim=1)  # the same four maps, written in place
-        mx.copy_(xs)
+        (mx, my, msq, mxy), row_views, col_views, rows = buffers.views(len(xs))
+        mx.copy_(xs)  # the same four maps as above, written in place
         my.copy_(ys)
         torch.mul(xs, xs, out=msq).addcmul_(ys, ys)
         torch.mul(xs, ys, out=mxy)
-        _accumulate(_shifted(maps, len(taps), -2), taps, rows)
-        _accumulate(_shifted(rows, len(taps), -1), taps, buffers.out[start:start + len(xs)])
+        _accumulate(row_views, taps, rows)
+        _accumulate(col_views, taps, buffers.out[start:start + len(xs)])
     return buffers.out
 
 
@@ -138,5 +148,5 @@ def rgb_to_y(x: Tensor) -> Tensor:
         raise ValueError(f"rgb_to_y expects RGB images of shape (N, 3, H, W), "
                          f"got {tuple(x.shape)}")
     r, g, b = x.unbind(dim=1)
-    luma = b * _BT601_RGB[2] + g * _BT601_RGB[1] + r * _BT601_RGB[0]  # BasicSR's (BGR) order
-    return ((luma + 16.0) / 255.0).unsqueeze(1)
+    luma = (b * _BT601_RGB[2]).add_(g, alpha=_BT601_RGB[1]).add_(r, alpha=_BT601_RGB[0])
+    return luma.add_(16.0).div_(255.0).unsqueeze(1)  # summed in BasicSR's (BGR) order

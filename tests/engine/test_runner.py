@@ -45,7 +45,9 @@ def test_jsonl_and_text_log(finished_run):
     train = [r for r in lines if "train/l_pix" in r]
     val = [r for r in lines if "val/psnr" in r]
     assert [r["iter"] for r in train] == [2, 4, 6]
-    assert all("mem/rss_mb" in r and "mem/rss_peak_mb" in r and "train/lr" in r for r in train)
+    memory = ("mem/rss_mb", "mem/rss_peak_mb", "mem/alloc_peak_mb", "mem/est_train_peak_mb",
+              "mem/est_infer_peak_mb")
+    assert all(all(k in r for k in memory) and "train/lr" in r for r in train)
     assert [r["iter"] for r in val] == [3, 6]
     assert "val/lq_psnr" in val[0] and "val/best_psnr" in val[1]
     assert val[1]["val/best_psnr"] == max(v["val/psnr"] for v in val)
@@ -60,8 +62,12 @@ def test_tensorboard_tags(finished_run):
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
     assert {"train/l_pix", "train/lr", "val/psnr", "val/ssim", "val/lq_psnr"} <= scalars
-    for tag in ("mem/rss_mb", "mem/rss_peak_mb"):
+    for tag in ("mem/rss_mb", "mem/rss_peak_mb", "mem/alloc_peak_mb", "mem/est_train_peak_mb",
+                "mem/est_infer_peak_mb"):
         assert [e.step for e in acc.Scalars(tag)] == [1, 2, 3, 4, 5, 6]
+    measured = [e.value for e in acc.Scalars("mem/alloc_peak_mb")]
+    estimated = [e.value for e in acc.Scalars("mem/est_train_peak_mb")]
+    assert all(abs(e / m - 1) < 0.25 for e, m in zip(estimated[1:], measured[1:])), (estimated, measured)
     assert any(tag.startswith("val_images/") for tag in acc.Tags()["images"])
 
 
