@@ -7,10 +7,16 @@ import os
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from skimage import data as skdata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Tiny tensors gain nothing from a second thread, and on a busy machine a team of threads waiting
+# for each other makes steps many times slower; the same holds for the processes tests start.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def tiny_options(tmp_path, **train_overrides) -> dict:

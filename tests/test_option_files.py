@@ -16,16 +16,6 @@ OPTION_FILES = sorted(glob.glob(os.path.join(ROOT, "options", "*.yml")))
 DEMO_FILES = [p for p in OPTION_FILES if p.endswith("_demo.yml")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run these tiny trainings single-threaded: they gain nothing from intra-op threads, and on a
-    busy 2-core machine two OpenMP threads per process made them up to ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def file_id(path: str) -> str:
     return os.path.basename(path)
 
