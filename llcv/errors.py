@@ -11,3 +11,11 @@ class OptionError(LLCVError):
 
 class DataError(LLCVError):
     """A data file or LMDB entry cannot be used; the message names the file or key."""
+
+
+class ArgumentError(OptionError, ValueError):
+    """A bad constructor argument of a component; the message starts with the argument name.
+
+    It is a ``ValueError`` for code that builds components directly, and an ``OptionError`` so
+    that building from options prefixes the dotted key (``network_g.widths: ...``).
+    """

@@ -12,11 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llcv.errors import OptionError
-
-
-class ArchArgumentError(OptionError, ValueError):
-    """A bad constructor argument of an architecture; the message starts with the argument name."""
+from llcv.errors import ArgumentError
 
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -31,7 +27,7 @@ ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATIONS)
 def check_activation(name: str, arg: str = "act") -> None:
     """Fail naming ``arg`` and the allowed names when ``name`` is not a known activation."""
     if name not in _ACTIVATIONS:
-        raise ArchArgumentError(
+        raise ArgumentError(
             f"{arg}: unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
 
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llcv.archs.layers import ArchArgumentError, pad_to_multiple
+from llcv.archs.layers import pad_to_multiple
+from llcv.errors import ArgumentError
 from llcv.registry import ARCHS
 
 
@@ -74,10 +75,10 @@ class NAFBlock(nn.Module):
 def _check_block_nums(name: str, nums: Sequence[int]) -> None:
     """Fail naming ``name`` unless ``nums`` is a list of non-negative ints."""
     if isinstance(nums, (str, bytes)) or not isinstance(nums, Sequence):
-        raise ArchArgumentError(f"{name}: expected a list of block counts, got {nums!r}")
+        raise ArgumentError(f"{name}: expected a list of block counts, got {nums!r}")
     for n in nums:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ArchArgumentError(f"{name}: every entry must be an integer >= 0, got {n!r} "
+            raise ArgumentError(f"{name}: every entry must be an integer >= 0, got {n!r} "
                                     f"in {list(nums)!r}")
 
 
@@ -87,11 +88,11 @@ def _check_args(img_channel: int, width: int, middle_blk_num: int,
     for name, value, low in (("img_channel", img_channel, 1), ("width", width, 1),
                              ("middle_blk_num", middle_blk_num, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ArchArgumentError(f"{name}: expected an integer >= {low}, got {value!r}")
+            raise ArgumentError(f"{name}: expected an integer >= {low}, got {value!r}")
     _check_block_nums("enc_blk_nums", enc_blk_nums)
     _check_block_nums("dec_blk_nums", dec_blk_nums)
     if len(enc_blk_nums) != len(dec_blk_nums):
-        raise ArchArgumentError(
+        raise ArgumentError(
             f"dec_blk_nums: needs one entry per encoder level, i.e. {len(enc_blk_nums)} like "
             f"enc_blk_nums={list(enc_blk_nums)}; got {list(dec_blk_nums)}")
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llcv.archs.layers import ArchArgumentError, check_activation, make_activation
+from llcv.archs.layers import check_activation, make_activation
+from llcv.errors import ArgumentError
 from llcv.registry import ARCHS
 
 
@@ -89,7 +90,7 @@ def _check_args(in_ch: int, features: int, num_blocks: int, upscale: int, act: s
     for name, value, low in (("in_ch", in_ch, 1), ("features", features, 1),
                              ("num_blocks", num_blocks, 0), ("upscale", upscale, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ArchArgumentError(f"{name}: expected an integer >= {low}, got {value!r}")
+            raise ArgumentError(f"{name}: expected an integer >= {low}, got {value!r}")
     check_activation(act)
 
 

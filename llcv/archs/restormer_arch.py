@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llcv.archs.layers import ArchArgumentError, pad_to_multiple
+from llcv.archs.layers import pad_to_multiple
+from llcv.errors import ArgumentError
 from llcv.registry import ARCHS
 
 LAYER_NORM_TYPES: tuple[str, ...] = ("WithBias", "BiasFree")
@@ -155,22 +156,22 @@ def _check_args(dim: int, num_blocks: Sequence[int], heads: Sequence[int],
                 layer_norm_type: str) -> None:
     """Validate Restormer's options with messages starting with the option name."""
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
-        raise ArchArgumentError(f"dim: expected a positive even integer (each downsampling "
+        raise ArgumentError(f"dim: expected a positive even integer (each downsampling "
                                 f"conv halves it before PixelUnshuffle), got {dim!r}")
     for name, values in (("num_blocks", num_blocks), ("heads", heads)):
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) \
                 or len(values) != 4 or any(not isinstance(v, int) or v < 1 for v in values):
-            raise ArchArgumentError(f"{name}: expected 4 positive integers (one per level), "
+            raise ArgumentError(f"{name}: expected 4 positive integers (one per level), "
                                     f"got {values!r}")
     for level, h in enumerate(heads):
         if (dim * 2 ** level) % h:
-            raise ArchArgumentError(f"heads: level {level} has {dim * 2 ** level} channels "
+            raise ArgumentError(f"heads: level {level} has {dim * 2 ** level} channels "
                                     f"(dim * 2^{level}), not divisible by {h} heads")
     if (2 * dim) % heads[0]:
-        raise ArchArgumentError(f"heads: the top decoder level has {2 * dim} channels, "
+        raise ArgumentError(f"heads: the top decoder level has {2 * dim} channels, "
                                 f"not divisible by heads[0]={heads[0]}")
     if layer_norm_type not in LAYER_NORM_TYPES:
-        raise ArchArgumentError(f"LayerNorm_type: unknown value {layer_norm_type!r}; allowed: "
+        raise ArgumentError(f"LayerNorm_type: unknown value {layer_norm_type!r}; allowed: "
                                 f"{', '.join(LAYER_NORM_TYPES)}")
 
 
@@ -196,7 +197,7 @@ class Restormer(nn.Module):
         super().__init__()
         _check_args(dim, num_blocks, heads, LayerNorm_type)
         if not dual_pixel_task and out_channels != inp_channels:
-            raise ArchArgumentError(f"out_channels: must equal inp_channels ({inp_channels}) "
+            raise ArgumentError(f"out_channels: must equal inp_channels ({inp_channels}) "
                                     f"because the output is input + residual; got {out_channels!r}")
         kw = {"device": device, "dtype": dtype}
         cfg = {"ffn_expansion_factor": ffn_expansion_factor, "bias": bias,

@@ -18,7 +18,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from llcv.archs.layers import ArchArgumentError, check_activation, conv3x3, conv_act_stack
+from llcv.archs.layers import check_activation, conv3x3, conv_act_stack
+from llcv.errors import ArgumentError
 from llcv.archs.layers import pad_to_multiple
 from llcv.registry import ARCHS
 
@@ -26,11 +27,11 @@ from llcv.registry import ARCHS
 def _check_positive_ints(name: str, values: Sequence[int]) -> None:
     """Fail naming ``name`` unless ``values`` is a non-empty sequence of positive ints."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise ArchArgumentError(f"{name}: expected a non-empty list of positive integers, "
+        raise ArgumentError(f"{name}: expected a non-empty list of positive integers, "
                                 f"got {values!r}")
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ArchArgumentError(f"{name}: every entry must be a positive integer, got {v!r} "
+            raise ArgumentError(f"{name}: every entry must be a positive integer, got {v!r} "
                                     f"in {list(values)!r}")
 
 
@@ -38,14 +39,14 @@ def _check_args(in_ch: int, out_ch: int | None, widths: Sequence[int], blocks: S
                 act: str) -> None:
     """Validate the UNet constructor arguments with messages starting with the argument name."""
     if isinstance(in_ch, bool) or not isinstance(in_ch, int) or in_ch <= 0:
-        raise ArchArgumentError(f"in_ch: expected a positive integer, got {in_ch!r}")
+        raise ArgumentError(f"in_ch: expected a positive integer, got {in_ch!r}")
     if out_ch is not None and out_ch != in_ch:
-        raise ArchArgumentError(f"out_ch: must equal in_ch ({in_ch}) because the output is "
+        raise ArgumentError(f"out_ch: must equal in_ch ({in_ch}) because the output is "
                                 f"input + residual; got {out_ch!r} (leave it unset)")
     _check_positive_ints("widths", widths)
     _check_positive_ints("blocks", blocks)
     if len(widths) != len(blocks):
-        raise ArchArgumentError(f"blocks: needs one entry per stage, i.e. {len(widths)} like "
+        raise ArgumentError(f"blocks: needs one entry per stage, i.e. {len(widths)} like "
                                 f"widths={list(widths)}; got {list(blocks)}")
     check_activation(act)
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from llcv.errors import OptionError
+from llcv.errors import ArgumentError
 from llcv.registry import LOSSES
 
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
@@ -20,14 +20,10 @@ REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
 _Y_COEFFS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
 
 
-class LossArgumentError(OptionError, ValueError):
-    """A bad constructor argument of a loss; the message starts with the argument name."""
-
-
 def check_reduction(reduction: str) -> None:
     """Fail naming ``reduction`` and the allowed values when it is not one of them."""
     if reduction not in REDUCTIONS:
-        raise LossArgumentError(
+        raise ArgumentError(
             f"reduction: unknown value {reduction!r}; allowed: {', '.join(REDUCTIONS)}")
 
 
@@ -108,7 +104,7 @@ class CharbonnierLoss(PixelLoss):
                  eps: float = 1e-12) -> None:
         super().__init__(loss_weight, reduction)
         if eps < 0:
-            raise LossArgumentError(f"eps: must be >= 0, got {eps!r}")
+            raise ArgumentError(f"eps: must be >= 0, got {eps!r}")
         self.eps = eps
 
     def elementwise(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

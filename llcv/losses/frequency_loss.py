@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llcv.losses.basic_loss import LossArgumentError, check_reduction, check_shapes, reduce_loss
+from llcv.errors import ArgumentError
+from llcv.losses.basic_loss import check_reduction, check_shapes, reduce_loss
 from llcv.registry import LOSSES
 
 FFT_NORMS: tuple[str, ...] = ("backward", "ortho", "forward")
@@ -29,7 +30,7 @@ class FFTLoss(nn.Module):
         super().__init__()
         check_reduction(reduction)
         if norm not in FFT_NORMS:
-            raise LossArgumentError(f"norm: unknown FFT normalisation {norm!r}; allowed: "
+            raise ArgumentError(f"norm: unknown FFT normalisation {norm!r}; allowed: "
                                     f"{', '.join(FFT_NORMS)}")
         self.loss_weight = loss_weight
         self.reduction = reduction

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llcv.losses.basic_loss import LossArgumentError, check_reduction, check_shapes, reduce_loss
+from llcv.errors import ArgumentError
+from llcv.losses.basic_loss import check_reduction, check_shapes, reduce_loss
 from llcv.metrics.torch_ops import gaussian_kernel_1d, ssim_per_image
 from llcv.registry import LOSSES
 
@@ -23,11 +24,11 @@ class SSIMLoss(nn.Module):
         super().__init__()
         check_reduction(reduction)
         if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
-            raise LossArgumentError(f"window_size: expected a positive integer, "
+            raise ArgumentError(f"window_size: expected a positive integer, "
                                     f"got {window_size!r}")
         for name, value in (("data_range", data_range), ("sigma", sigma)):
             if not value > 0:
-                raise LossArgumentError(f"{name}: must be > 0, got {value!r}")
+                raise ArgumentError(f"{name}: must be > 0, got {value!r}")
         self.loss_weight = loss_weight
         self.reduction = reduction
         self.data_range = data_range
