@@ -3,7 +3,8 @@
 Stages: ``before_run(runner)``, ``before_train_iter(runner, it)``,
 ``after_train_iter(runner, it, batch, record)`` — ``record`` is this iteration's dict of scalars;
 hooks with a lower priority number may add fields before later hooks log them —
-``after_val(runner, it, results)`` and ``after_run(runner)``.
+``after_val(runner, it, results)``, ``after_run(runner)`` (training finished) and
+``on_exit(runner)`` (always, also after an error: release what the hook holds).
 A hook with state to keep across a resume implements ``state_dict``/``load_state_dict``.
 """
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Hook:
 
     def after_run(self, runner) -> None: ...
 
+    def on_exit(self, runner) -> None: ...
+
     def state_dict(self) -> dict:
         return {}
 
@@ -63,7 +66,11 @@ class MemoryHook(Hook):
     """Adds this iteration's memory to the record, measured and estimated (max over ranks).
 
     Measured: CUDA allocator peaks, or on CPU the process RSS and (``measure_allocator``) the
-    peak of bytes held through PyTorch's CPU allocator. Estimated: the peak of a training step
+    peak bytes of the tensors alive during the step, tracked at PyTorch's dispatcher (kernels'
+    internal scratch buffers are not tensors and are not seen; the profiler's allocator events
+    would see them but interfere with signal handling, so the loop does not use them).
+    Estimated the same way (tensors only on CPU, so the two compare on one chart): the peak of a
+    training step
     at the training batch shape and of inference at the first validation image's shape, for the
     current model — re-estimated whenever the model's structure changes.
     """
@@ -73,7 +80,8 @@ class MemoryHook(Hook):
     def __init__(self, device: torch.device, measure_allocator: bool = True) -> None:
         self.meter = MemoryMeter(device)
         self.alloc_meter = AllocatorPeakMeter(
-            device, enabled=measure_allocator and torch.device(device).type == "cpu")
+            device, method="tensors",
+            enabled=measure_allocator and torch.device(device).type == "cpu")
         self.estimates: MemoryEstimateFields | None = None
 
     def before_train_iter(self, runner, it) -> None:
@@ -94,7 +102,7 @@ class MemoryHook(Hook):
             figures = dict(zip(figures, values.tolist()))
         record.update(figures)
 
-    def after_run(self, runner) -> None:
+    def on_exit(self, runner) -> None:
         self.alloc_meter.stop()
 
     @staticmethod
@@ -110,7 +118,8 @@ class MemoryHook(Hook):
         return MemoryEstimateFields(
             list(batch["lq"].shape), val_shape, optimizer=runner.opt["train"]["optim_g"],
             device=runner.device, loss=lambda out, gt: sum(loss(out, gt) for loss in losses),
-            extra_train_bytes=resident_bytes(runner.ema.module) if runner.ema else 0)
+            extra_train_bytes=resident_bytes(runner.ema.module) if runner.ema else 0,
+            kernel_workspace=runner.device.type != "cpu")
 
 
 @HOOKS.register_module()

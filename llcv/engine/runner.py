@@ -223,6 +223,7 @@ class Runner:
                 f"({str(err).splitlines()[0]}); the other ranks stop within "
                 f"dist_params.timeout; restart with --auto_resume") from None
         finally:
+            self.call_hooks("on_exit")
             if data_iter is not None:
                 data_iter.close()
             for sig, handler in previous.items():

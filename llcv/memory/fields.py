@@ -28,16 +28,19 @@ class MemoryEstimateFields:
 
     ``optimizer`` is the ``train.optim_g`` section (or a name); ``device`` the run's device.
     ``extra_train_bytes`` is memory the training process holds beside the step (e.g. an EMA
-    copy of the weights), added to the training figure.
+    copy of the weights), added to the training figure. ``kernel_workspace=False`` leaves out CPU
+    kernels' internal scratch buffers, to compare with a measurement that counts tensors only.
     """
 
     def __init__(self, train_shape: Optional[Sequence[int]], val_shape: Optional[Sequence[int]],
                  optimizer: Any = "AdamW", device: Any = None, amp: Any = False,
-                 loss: Any = "l1", extra_train_bytes: int = 0) -> None:
+                 loss: Any = "l1", extra_train_bytes: int = 0,
+                 kernel_workspace: bool = True) -> None:
         self.train_shape = None if train_shape is None else list(train_shape)
         self.val_shape = None if val_shape is None else list(val_shape)
         self.optimizer, self.device, self.amp, self.loss = optimizer, device, amp, loss
         self.extra_train_bytes = extra_train_bytes
+        self.kernel_workspace = kernel_workspace
         self._key: Optional[tuple] = None
         self._figures: dict[str, float] = {}
         #: The estimates behind the figures (for a breakdown in the log when the model changes).
@@ -55,12 +58,13 @@ class MemoryEstimateFields:
         figures, self.estimates = {}, {}
         if self.train_shape is not None:
             est = estimate_peak_memory(model, self.train_shape, "train", self.optimizer,
-                                       amp=self.amp, device=self.device, loss=self.loss)
+                                       amp=self.amp, device=self.device, loss=self.loss,
+                                       kernel_workspace=self.kernel_workspace)
             self.estimates["train"] = est
             figures["mem/est_train_peak_mb"] = (est.total + self.extra_train_bytes) / MB
         if self.val_shape is not None:
             est = estimate_peak_memory(model, self.val_shape, "inference", amp=self.amp,
-                                       device=self.device)
+                                       device=self.device, kernel_workspace=self.kernel_workspace)
             self.estimates["inference"] = est
             figures["mem/est_infer_peak_mb"] = est.total / MB
         return figures
