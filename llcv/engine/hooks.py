@@ -66,13 +66,12 @@ class MemoryHook(Hook):
     """Adds this iteration's memory to the record, measured and estimated (max over ranks).
 
     Measured: CUDA allocator peaks, or on CPU the process RSS and (``measure_allocator``) the
-    peak bytes of the tensors alive during the step, tracked at PyTorch's dispatcher (kernels'
-    internal scratch buffers are not tensors and are not seen; the profiler's allocator events
-    would see them but interfere with signal handling, so the loop does not use them).
-    Estimated the same way (tensors only on CPU, so the two compare on one chart): the peak of a
-    training step
-    at the training batch shape and of inference at the first validation image's shape, for the
-    current model — re-estimated whenever the model's structure changes.
+    peak bytes of the tensors alive during the step, tracked at PyTorch's dispatcher. Kernels'
+    scratch buffers are not tensors and are not seen; the profiler's allocator events would see
+    them but interfere with signal handling, so the loop does not use them.
+    Estimated, counting the same things so both compare on one chart: the peak of a training
+    step at the training batch shape and of inference at the first validation image's shape, for
+    the current model, re-estimated whenever the model's structure changes.
     """
 
     priority = 20

@@ -238,9 +238,10 @@ class Runner:
         if not self.dist.distributed:
             return self._stop_signal is not None
         mine = torch.tensor([float(self._stop_signal or 0)], device=self.device)
-        signum = int(all_reduce_max(mine).item())
-        self._stop_signal = signum or None
-        return signum != 0
+        agreed = int(all_reduce_max(mine).item())
+        if agreed and self._stop_signal is None:  # never clear a flag the handler set meanwhile
+            self._stop_signal = agreed
+        return agreed != 0
 
     def _stop(self, it: int) -> None:
         freq = self.opt["logger"]["save_checkpoint_freq"]
