@@ -45,6 +45,18 @@ def tiny_options(tmp_path, **train_overrides) -> dict:
     return copy.deepcopy(opt)
 
 
+def dihedral(img):
+    """The 8 flips/rotations of an HWC array, as produced by hflip, vflip and transpose."""
+    out = []
+    for h in (False, True):
+        for v in (False, True):
+            for t in (False, True):
+                x = img[:, ::-1] if h else img
+                x = x[::-1] if v else x
+                out.append(x.transpose(1, 0, 2) if t else x)
+    return out
+
+
 def write_yaml(path, opt: dict) -> str:
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(opt, f, sort_keys=False)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from conftest import dihedral
 from llcv.data.image_io import decode_image, to_float
 from llcv.data.paired_image_dataset import PairedImageDataset
 from llcv.data.sampler import InfiniteSeededSampler, SampleKey
@@ -36,18 +37,6 @@ def coord_image(h, w):
     img[:, :, 2] = np.arange(h)[:, None]  # R (cv2 writes BGR)
     img[:, :, 1] = np.arange(w)[None, :]  # G
     return img
-
-
-def dihedral(img):
-    """The 8 flips/rotations of an HWC array, as produced by hflip, vflip and transpose."""
-    out = []
-    for h in (False, True):
-        for v in (False, True):
-            for t in (False, True):
-                x = img[:, ::-1] if h else img
-                x = x[::-1] if v else x
-                out.append(x.transpose(1, 0, 2) if t else x)
-    return out
 
 
 def hwc(t):

@@ -7,6 +7,7 @@ import pytest
 import skimage.data
 import torch
 
+from conftest import dihedral
 from llcv.data.builtin_images import BUILTIN_IMAGE_NAMES, load_builtin_image
 from llcv.data.sampler import SampleKey
 from llcv.data.synthetic_paired_dataset import SyntheticPairedDataset
@@ -19,18 +20,6 @@ TINY_NOISE = {"type": "PoissonGaussianNoise", "shot_range": 1e-9, "read_range": 
 
 def hwc(t):
     return t.numpy().transpose(1, 2, 0)
-
-
-def dihedral(img):
-    """The 8 flips/rotations of an HWC array, as produced by hflip, vflip and transpose."""
-    out = []
-    for h in (False, True):
-        for v in (False, True):
-            for t in (False, True):
-                x = img[:, ::-1] if h else img
-                x = x[::-1] if v else x
-                out.append(x.transpose(1, 0, 2) if t else x)
-    return out
 
 
 @pytest.mark.parametrize("name", BUILTIN_IMAGE_NAMES)

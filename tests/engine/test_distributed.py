@@ -77,17 +77,22 @@ def test_two_ranks_train_validate_checkpoint_resume(tmp_path):
     assert psnr == pytest.approx(ddp_psnr, abs=1e-6)
 
 
-def test_killed_rank_makes_survivor_fail_within_timeout(tmp_path):
+def launch_long_run(tmp_path, timeout):
+    """Two ranks of an endless run, returned once the first iteration is logged."""
     opt = tiny_options(tmp_path, total_iter=100000)
-    opt["dist_params"] = {"timeout": 20}
-    opt["logger"]["print_freq"] = 1
+    opt["dist_params"] = {"timeout": timeout}
+    opt["logger"].update(print_freq=1, save_checkpoint_freq=100000)
     opt["val"]["val_freq"] = 100000
-    path = write_yaml(tmp_path / "o.yml", opt)
-    procs = launch(path, 2)
+    procs = launch(write_yaml(tmp_path / "o.yml", opt), 2)
     jsonl = tmp_path / "experiments" / "tiny" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (jsonl.exists() and jsonl.stat().st_size > 0):
         time.sleep(0.1)
+    return procs
+
+
+def test_killed_rank_makes_survivor_fail_within_timeout(tmp_path):
+    procs = launch_long_run(tmp_path, timeout=20)
     procs[1].send_signal(signal.SIGKILL)
     killed_at = time.time()
     out, err = procs[0].communicate(timeout=90)
@@ -98,16 +103,7 @@ def test_killed_rank_makes_survivor_fail_within_timeout(tmp_path):
 
 
 def test_sigterm_on_one_rank_stops_both_with_state_saved(tmp_path):
-    opt = tiny_options(tmp_path, total_iter=100000)
-    opt["dist_params"] = {"timeout": 60}
-    opt["logger"].update(print_freq=1, save_checkpoint_freq=100000)
-    opt["val"]["val_freq"] = 100000
-    path = write_yaml(tmp_path / "o.yml", opt)
-    procs = launch(path, 2)
-    jsonl = tmp_path / "experiments" / "tiny" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (jsonl.exists() and jsonl.stat().st_size > 0):
-        time.sleep(0.1)
+    procs = launch_long_run(tmp_path, timeout=60)
     procs[1].send_signal(signal.SIGTERM)
     outs = communicate_all(procs, 120)
     assert [p.returncode for p in procs] == [130, 130], outs
