@@ -136,8 +136,8 @@ def choose_tile(model: nn.Module, budget_bytes: int, overlap: int, image_hw: tup
         tile = low * m
         need = tile_peak_bytes(model, min(tile, h), min(tile, w), channels, device) / safety
         raise LLCVError(
-            f"--memory-budget-mb: {budget_bytes / MB:.1f} MiB is too small; "
-            f"{type(model).__name__} needs at least {need / MB:.1f} MiB for its smallest tile "
+            f"--memory-budget-mb: {budget_bytes / MB:.2f} MiB is too small; "
+            f"{type(model).__name__} needs at least {need / MB:.2f} MiB for its smallest tile "
             f"({tile} px with overlap {overlap}); raise the budget or lower --overlap")
     while low < high:  # invariant: fits(low)
         mid = (low + high + 1) // 2
