@@ -50,12 +50,12 @@ def test_tiled_under_budget_equals_untiled(unet):
 
 def test_too_small_budget_is_refused_with_the_minimum(unet):
     overlap = plan_overlap(unet, None, 3)[0]
-    with pytest.raises(LLCVError, match=r"--memory-budget-mb: 1\.0 MiB is too small; UNet needs "
+    with pytest.raises(LLCVError, match=r"--memory-budget-mb: 1\.00 MiB is too small; UNet needs "
                                         r"at least ([0-9.]+) MiB") as info:
         choose_tile(unet, 1 * MB, overlap, (4000, 4000))
     minimum = float(info.value.args[0].split("at least ")[1].split(" MiB")[0])
     smallest = 2 * overlap + unet.size_multiple
-    assert choose_tile(unet, int((minimum + 0.1) * MB), overlap, (4000, 4000)) == smallest
+    assert choose_tile(unet, int((minimum + 0.01) * MB), overlap, (4000, 4000)) == smallest
 
 
 def test_windows_cover_the_axis_and_weights_sum_to_one():
