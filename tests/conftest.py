@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 
 import cv2
@@ -55,6 +56,14 @@ def dihedral(img):
                 x = x[::-1] if v else x
                 out.append(x.transpose(1, 0, 2) if t else x)
     return out
+
+
+def load_tool(name: str):
+    """The script ``tools/<name>.py`` as a module, so tests call its ``main`` in-process."""
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_yaml(path, opt: dict) -> str:

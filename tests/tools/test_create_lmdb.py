@@ -1,5 +1,4 @@
 """tools/create_lmdb.py and tools/extract_subimages.py: layouts, refusals, key checks, crops."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -9,19 +8,12 @@ import lmdb
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_tool
 from llcv.data.image_io import DiskBackend
 from llcv.data.lmdb_backend import LmdbBackend
 from llcv.data.lmdb_io import LmdbWriter, encode_value, folder_to_lmdb, validate_key
 from llcv.data.subimages import crop_positions
 from llcv.errors import DataError, OptionError
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def image_folder(path, shapes, seed=0):

@@ -1,5 +1,4 @@
 """tools/infer.py: checkpoint in, restored PNGs out (8/16 bit, RGB order), budgets, clear errors."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,20 +9,17 @@ import pytest
 import torch
 import yaml
 
+from conftest import ROOT, load_tool
 from llcv.errors import DataError, LLCVError
 from llcv.registry import ARCHS, build
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "infer.py")
 NET = {"type": "UNet", "in_ch": 3, "widths": [4, 8], "blocks": [1, 1]}
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("infer_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("infer")
 
 
 @pytest.fixture

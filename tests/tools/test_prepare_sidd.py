@@ -1,5 +1,4 @@
 """tools/prepare_sidd.py end to end on a scaled-down SIDD tree, and the SIDD option files."""
-import importlib.util
 import os
 
 import cv2
@@ -8,7 +7,7 @@ import pytest
 import scipy.io
 from skimage import data as skdata
 
-from conftest import ROOT
+from conftest import ROOT, load_tool
 from llcv.data.lmdb_backend import LmdbBackend
 from llcv.data.loader import build_dataset
 from llcv.data.sampler import SampleKey
@@ -18,14 +17,6 @@ from llcv.options import load_options
 
 SCENES = ["0001_001_S6_00100_00060_3200_L", "0002_001_GP_00800_00500_5500_N"]
 OPTION_FILES = ["train_unet_sidd.yml", "prune_unet_sidd.yml"]
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "prepare_sidd", os.path.join(ROOT, "tools", "prepare_sidd.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -52,7 +43,7 @@ def fake_sidd(tmp_path):
 
 
 def run_tool(root, *extra):
-    return load_tool().main([
+    return load_tool("prepare_sidd").main([
         "--medium", str(root / "SIDD_Medium_Srgb"),
         "--val-noisy", str(root / "ValidationNoisyBlocksSrgb.mat"),
         "--val-gt", str(root / "ValidationGtBlocksSrgb.mat"),

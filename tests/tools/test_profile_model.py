@@ -1,5 +1,4 @@
 """tools/profile_model.py: option file in, figures (and JSON) out; checkpoints; clear errors."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,25 +8,18 @@ import pytest
 import torch
 import yaml
 
+from conftest import ROOT, load_tool
 from llcv.errors import LLCVError, OptionError
 from llcv.registry import ARCHS, build
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "profile_model.py")
 NET = {"type": "NAFNet", "width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1,
        "dec_blk_nums": [1, 1]}
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("profile_model_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tool():
-    return load_tool()
+    return load_tool("profile_model")
 
 
 def write_options(path, network_g):

@@ -1,23 +1,13 @@
 """tools/profile_model.py memory estimates: printed breakdowns and the --json fields."""
-import importlib.util
 import json
-import os
 
 import yaml
 
+from conftest import load_tool
 from llcv.memory import estimate_peak_memory
 from llcv.registry import ARCHS, build
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NET = {"type": "DnCNN", "in_ch": 3, "depth": 4, "features": 8}
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "profile_model_memory_tool", os.path.join(ROOT, "tools", "profile_model.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_estimates_are_printed_and_written(tmp_path, capsys):
@@ -25,7 +15,7 @@ def test_estimates_are_printed_and_written(tmp_path, capsys):
     opt.write_text(yaml.safe_dump({"name": "m", "network_g": NET,
                                    "train": {"optim_g": {"type": "SGD", "lr": 0.1}}}))
     out = tmp_path / "p.json"
-    figures = load_tool().main(["-opt", str(opt), "--input-shape", "2", "3", "24", "24",
+    figures = load_tool("profile_model").main(["-opt", str(opt), "--input-shape", "2", "3", "24", "24",
                                 "--no-layers", "--json", str(out)])
     model = build(ARCHS, NET, "network_g")
     infer = estimate_peak_memory(model, (2, 3, 24, 24), "inference")
@@ -43,5 +33,5 @@ def test_estimates_are_printed_and_written(tmp_path, capsys):
 def test_no_memory_flag_skips_the_estimates(tmp_path):
     opt = tmp_path / "opt.yml"
     opt.write_text(yaml.safe_dump({"name": "m", "network_g": NET}))
-    figures = load_tool().main(["-opt", str(opt), "--no-layers", "--no-memory"])
+    figures = load_tool("profile_model").main(["-opt", str(opt), "--no-layers", "--no-memory"])
     assert "est_infer_peak_bytes" not in figures
