@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from llcv.memory.naming import tensors_in
+
 FLOPS_CONVENTION = ("FLOPs = 2 x MACs, counted by torch.utils.flop_counter.FlopCounterMode "
                     "(convolutions, matmuls, attention; element-wise ops not counted)")
 
@@ -57,20 +59,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    """The tensors in a module output (a tensor, or nested tuples/lists/dicts of them)."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
-    return []
-
-
 def _outputs(value: Any) -> tuple[list, int]:
     """Shape(s) and total bytes of the tensors in a module output."""
-    tensors = _tensors(value)
+    tensors = tensors_in(value)
     shapes = [list(t.shape) for t in tensors]
     size = sum(t.numel() * t.element_size() for t in tensors)
     return (shapes[0] if len(shapes) == 1 else shapes), size

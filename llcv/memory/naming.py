@@ -29,7 +29,7 @@ class ModuleNames:
     @staticmethod
     def _label(value: Any, name: str) -> None:
         """Write ``name`` into every unlabelled autograd node behind ``value``."""
-        todo = [t.grad_fn for t in _tensors(value) if t.grad_fn is not None]
+        todo = [t.grad_fn for t in tensors_in(value) if t.grad_fn is not None]
         while todo:
             node = todo.pop()
             if node is None or _LABEL in node.metadata:
@@ -66,12 +66,12 @@ class ModuleNames:
             post.remove()
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
+def tensors_in(value: Any) -> list[torch.Tensor]:
     """The tensors in a module's arguments or output (nested tuples, lists, dicts)."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, Mapping):
         value = list(value.values())
     if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
+        return [t for item in value for t in tensors_in(item)]
     return []
