@@ -15,15 +15,18 @@ import torch
 MB = 1024.0 ** 2
 
 
-def _read_status_kb(field: str) -> float | None:
+def _read_status_kb(*fields: str) -> dict[str, float]:
+    """The ``kB`` values of ``fields`` in ``/proc/self/status`` (empty without ``/proc``)."""
+    found: dict[str, float] = {}
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith(field + ":"):
-                    return float(line.split()[1])
+                name, _, rest = line.partition(":")
+                if name in fields:
+                    found[name] = float(rest.split()[0])
     except OSError:
-        return None
-    return None
+        return {}
+    return found
 
 
 class MemoryMeter:
@@ -61,11 +64,11 @@ class MemoryMeter:
                 "mem/reserved_peak_mb": torch.cuda.max_memory_reserved(self.device) / MB,
                 "mem/alloc_mb": torch.cuda.memory_allocated(self.device) / MB,
             }
-        rss_kb = _read_status_kb("VmRSS")
-        peak_kb = _read_status_kb("VmHWM")
-        if rss_kb is None:  # no /proc (e.g. macOS): lifetime peak from getrusage
+        status = _read_status_kb("VmRSS", "VmHWM")
+        if "VmRSS" in status and "VmHWM" in status:
+            rss_kb, peak_kb = status["VmRSS"], status["VmHWM"]
+        else:  # no /proc (e.g. macOS): lifetime peak from getrusage
             scale = 1.0 if sys.platform == "darwin" else 1024.0  # bytes on macOS, KiB on Linux
-            peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024.0
-            rss_kb = peak_kb
+            rss_kb = peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024.0
         return {"mem/rss_mb": rss_kb / 1024.0, "mem/rss_peak_mb": peak_kb / 1024.0}
 
