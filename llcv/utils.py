@@ -1,0 +1,72 @@
+"""Small helpers every layer of llcv uses: argument checks, byte units, module modes and device.
+
+This module sits at the bottom of the import layers (it imports only ``llcv.errors``), so
+components, memory tools and the engine can all share one copy of each helper.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from llcv.errors import ArgumentError
+
+MB = 1024.0 ** 2  # bytes in a MiB
+
+
+def is_int(value: Any) -> bool:
+    """True for an ``int`` that is not a ``bool`` (YAML ``true`` must not pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, low: int = 1, error: type = ArgumentError) -> int:
+    """Return ``value`` if it is an integer ``>= low``; else raise ``error`` naming ``name``."""
+    if not is_int(value) or value < low:
+        raise error(f"{name}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def check_int_list(name: str, values: Any, low: int = 1, length: int | None = None,
+                   error: type = ArgumentError) -> list[int]:
+    """Return ``values`` as a list if every entry is an integer ``>= low`` (and, when given,
+    there are ``length`` of them); else raise ``error`` naming ``name``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values \
+            or (length is not None and len(values) != length):
+        count = f"{length} " if length is not None else "a non-empty list of "
+        raise error(f"{name}: expected {count}integers >= {low}, got {values!r}")
+    for v in values:
+        if not is_int(v) or v < low:
+            raise error(f"{name}: every entry must be an integer >= {low}, got {v!r} "
+                        f"in {list(values)!r}")
+    return list(values)
+
+
+def check_number(name: str, value: Any, low: float | None = None,
+                 error: type = ArgumentError) -> float:
+    """Return ``value`` as a float if it is a real number (``>= low`` when given)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (low is not None and value < low):
+        bound = f" >= {low}" if low is not None else ""
+        raise error(f"{name}: expected a number{bound}, got {value!r}")
+    return float(value)
+
+
+@contextlib.contextmanager
+def module_modes(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """Put every module of ``model`` in train (or eval) mode; restore each one's own mode after."""
+    modes = {m: m.training for m in model.modules()}
+    model.train(training)
+    try:
+        yield model
+    finally:
+        for m, was in modes.items():
+            m.training = was
+
+
+def module_device(model: nn.Module, default: str = "cpu") -> torch.device:
+    """Device of the first parameter or buffer of ``model`` (``default`` when it has none)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device(default)
