@@ -19,15 +19,16 @@ from their tensors, never from cached counts.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
 
 from llcv.errors import LLCVError, OptionError
-from llcv.registry import ARCHS, build
+from llcv.registry import ARCHS, build, lookup
 from llcv.serialization import load_checkpoint
-from llcv.utils import is_int
+from llcv.utils import is_int, module_device
 
 Plan = dict  # {"keep": {tensor name: {dim: [kept indices]}}}
 Spec = dict  # {"network_g": options, "plan": Plan | None}
@@ -43,6 +44,18 @@ def network_spec(network_g: Mapping[str, Any], plan: Optional[Plan] = None) -> S
 def spec_with(spec: Spec, plan: Plan) -> Spec:
     """``spec`` after ``plan`` (indices relative to the network ``spec`` builds)."""
     return network_spec(spec["network_g"], compose_plans(spec["plan"], plan))
+
+
+def normalized_options(network_g: Mapping[str, Any]) -> dict:
+    """``network_g`` with every argument the arch takes filled in (its defaults), so options
+    that differ only by writing a default explicitly compare equal."""
+    cls = lookup(ARCHS, network_g.get("type"), "network_g.type")
+    out = {}
+    for name, p in inspect.signature(cls).parameters.items():
+        if name not in ("device", "dtype") and p.default is not inspect.Parameter.empty:
+            out[name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    out.update(copy.deepcopy(dict(network_g)))
+    return out
 
 
 def is_spec(value: Any) -> bool:
@@ -71,12 +84,19 @@ def build_network(spec: Spec, device: Any = None, init: bool = True,
     model = model.to_empty(device=device)
     unsaved = _non_persistent(model)
     if unsaved:
-        with torch.random.fork_rng(devices=[]):
+        with _forked_rng(device):
             fresh = build_network(spec, device, init=True, key=key)
         buffers = dict(fresh.named_buffers())
         for name in unsaved:
             _set_tensor(model, name, buffers[name].detach().clone())
     return model
+
+
+def _forked_rng(device: torch.device):
+    """Draws inside leave the global RNGs (CPU, and the CUDA device used) as they were."""
+    device = torch.device(device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=cuda)
 
 
 def _non_persistent(model: nn.Module) -> list[str]:
@@ -162,10 +182,18 @@ def apply_plan(model: nn.Module, plan: Plan, key: str = "plan") -> nn.Module:
 
 def transfer(model: nn.Module, plan: Plan, spec: Spec, device: Any = None) -> nn.Module:
     """A new network built from ``spec`` (the spec *after* ``plan``) holding ``model``'s
-    weights with ``plan`` applied; ``model`` is left untouched. Train/eval modes and
-    ``requires_grad`` flags follow ``model``'s, name by name."""
+    weights with ``plan`` applied; ``model`` is left untouched. Tensors that only the new spec
+    has get their initial values (drawn under a forked RNG). Train/eval modes and
+    ``requires_grad`` flags follow ``model``'s, name by name (new ones keep their defaults).
+    ``device`` defaults to ``model``'s."""
+    device = module_device(model) if device is None else torch.device(device)
     new = build_network(spec, device, init=False)
     state = slice_state_dict(model.state_dict(), plan)
+    missing = [name for name in new.state_dict() if name not in state]
+    if missing:  # tensors the new spec adds (e.g. compactors): their own initialisation
+        with _forked_rng(device):
+            fresh = build_network(spec, device, init=True).state_dict()
+        state.update({name: fresh[name] for name in missing})
     try:
         new.load_state_dict(state)
     except RuntimeError as err:
@@ -173,10 +201,11 @@ def transfer(model: nn.Module, plan: Plan, spec: Spec, device: Any = None) -> nn
                         f"weights ({str(err).strip().splitlines()[-1][:300]})") from None
     old_params = dict(model.named_parameters())
     for name, p in new.named_parameters():
-        p.requires_grad_(old_params[name].requires_grad)
+        if name in old_params:
+            p.requires_grad_(old_params[name].requires_grad)
     old_modules = dict(model.named_modules())
     for name, m in new.named_modules():
-        m.training = old_modules[name].training
+        m.training = old_modules[name].training if name in old_modules else model.training
     return new
 
 
@@ -284,11 +313,12 @@ def pick_state_dict(ckpt: Mapping[str, Any], param_key: Optional[str], path: str
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, path: str,
-                 key: str) -> str:
+                 key: str, fix: str = "check network_g") -> str:
     """Load ``state`` into ``model`` as BasicSR does; returns a one-line report.
 
-    Strict: every name and shape must match. Non-strict: tensors whose name or shape differ are
-    skipped and named in the report; loading nothing at all is an error either way.
+    Strict: every name and shape must match (else an error ending with ``fix``). Non-strict:
+    tensors whose name or shape differ are skipped and named in the report; loading nothing at
+    all is an error either way.
     """
     own = model.state_dict()
     mismatched = [n for n, t in state.items() if n in own and own[n].shape != t.shape]
@@ -299,8 +329,7 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bo
             ("size mismatch", [f"{n} {tuple(state[n].shape)} vs {tuple(own[n].shape)}"
                                for n in mismatched]),
             ("missing", missing), ("unexpected", unexpected)) if names)
-        raise LLCVError(f"{key}: '{path}' does not fit the network ({detail}); check network_g"
-                        f" or load non-strictly")
+        raise LLCVError(f"{key}: '{path}' does not fit network_g ({detail}); {fix}")
     usable = {n: t for n, t in state.items() if n in own and n not in mismatched}
     if not usable:
         raise LLCVError(f"{key}: no tensor of '{path}' fits the network (its names: "

@@ -7,17 +7,17 @@ the signature of the registered class, so a misspelt argument is named before an
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
+from llcv.data.loader import DATASET_LOADER_KEYS, dataset_kwargs
 from llcv.errors import OptionError
-
-REQUIRED = object()
+from llcv.registry import MODELS, lookup
+from llcv.schema import (BOOL, FLOAT, INT, OPT_STR, STR, Component, Key, MapOf, check_component,
+                         check_key, check_section, reject_unknown)
 
 
 class OptionLoader(yaml.SafeLoader):
@@ -35,82 +35,42 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=OptionLoader)  # noqa: S506 - OptionLoader is a SafeLoader
 
 
-@dataclass(frozen=True)
-class Key:
-    """A plain option: allowed types, default (``REQUIRED`` if none) and optional allowed values."""
-
-    types: tuple
-    default: Any = REQUIRED
-    choices: Optional[tuple] = None
-
-
-@dataclass(frozen=True)
-class Component:
-    """A ``{type: Name, **kwargs}`` mapping resolved in a registry (or a name -> callable table)."""
-
-    kind: str  # arch | loss | dataset | metric | optimizer | scheduler
-    required: bool = True
-
-
-@dataclass(frozen=True)
-class MapOf:
-    """A mapping of free names to ``item`` specs (e.g. ``val.metrics.<name>``)."""
-
-    item: Any
-
-
-INT, FLOAT, BOOL, STR = (int,), (int, float), (bool,), (str,)
-OPT_STR = (str, type(None))
-
-DATASET_LOADER_KEYS = {
-    "name": Key(STR, ""),
-    "batch_size_per_gpu": Key(INT, 1),
-    "num_worker_per_gpu": Key(INT, 0),
-    "dataset_enlarge_ratio": Key(INT, 1),
-    "use_shuffle": Key(BOOL, True),
-    "pin_memory": Key(BOOL, True),
-    "prefetch_mode": Key((str, type(None)), None, (None, "cpu", "cuda")),
+#: keys under ``train`` for every training step; each step adds its loss sections and own keys
+TRAIN_KEYS: dict[str, Any] = {
+    "total_iter": Key(INT, low=1),
+    "warmup_iter": Key(INT, -1, low=-1),
+    "optim_g": Component("optimizer"),
+    "scheduler": Component("scheduler", required=False),
+    "ema_decay": Key(FLOAT, 0.0, low=0.0, below=1.0),
+    "grad_clip_norm": Key((int, float, type(None)), None, low=0.0),
 }
-
-# Loss sections under ``train``: option key -> name of the loss term in logs (BasicSR's names).
-LOSS_KEYS = {"pixel_opt": "l_pix", "perceptual_opt": "l_percep", "ssim_opt": "l_ssim",
-             "frequency_opt": "l_freq"}
 
 SCHEMA: dict[str, Any] = {
     "name": Key(STR),
     "manual_seed": Key(INT, 0),
     "device": Key(STR, "auto"),
-    # Accepted for BasicSR compatibility; llcv infers all three (one model kind, torchrun ranks).
+    # What one iteration does (BasicSR's key): a training step registered in MODELS.
     "model_type": Key(STR, "ImageRestorationModel"),
-    "scale": Key(INT, 1),
+    # Accepted for BasicSR compatibility; llcv infers both (datasets' scale, torchrun ranks).
+    "scale": Key(INT, 1, low=1),
     "num_gpu": Key((int, str), "auto"),
     "dist_params": {
         "backend": Key(STR, "auto", ("auto", "gloo", "nccl")),
-        "timeout": Key(FLOAT, 1800.0),  # seconds a collective may wait for a peer
+        "timeout": Key(FLOAT, 1800.0, low=1.0),  # seconds a collective may wait for a peer
     },
-    "datasets": "datasets",  # validated by _check_datasets: phase name -> loader keys + dataset
     "network_g": Component("arch"),
     "path": {
         "experiments_root": Key(STR, "experiments"),
         "pretrain_network_g": Key(OPT_STR, None),
-        "param_key_g": Key(STR, "params"),
+        "param_key_g": Key(OPT_STR, "params"),
         "strict_load_g": Key(BOOL, True),
         "resume_state": Key(OPT_STR, None),
-    },
-    "train": {
-        "total_iter": Key(INT),
-        "warmup_iter": Key(INT, -1),
-        "optim_g": Component("optimizer"),
-        "scheduler": Component("scheduler", required=False),
-        "ema_decay": Key(FLOAT, 0.0),
-        "grad_clip_norm": Key((int, float, type(None)), None),
-        **{k: Component("loss", required=False) for k in LOSS_KEYS},
     },
     "val": {
         "val_freq": Key(INT, 5000),
         "save_img": Key(BOOL, False),
         "protocol": Key(STR, "uint8", ("uint8", "float")),
-        "tb_images": Key(INT, 4),
+        "tb_images": Key(INT, 4, low=0),
         "metrics": MapOf(Component("metric")),
     },
     "logger": {
@@ -121,13 +81,16 @@ SCHEMA: dict[str, Any] = {
     },
 }
 OPTIONAL_SECTIONS = ("val",)
+# Sections with their own checks: ``datasets`` (phase -> loader keys + dataset), ``train``
+# (TRAIN_KEYS plus the training step's keys) and ``custom_hooks`` (MMEngine style:
+# [{type: Name, name: ..., priority: ..., ...arguments}]).
+SECTIONS = ("datasets", "train", "custom_hooks")
+HOOK_KEYS = ("name", "priority")  # keys of a custom_hooks entry that are not hook arguments
 
 
 def load_options(path: str, overrides: Sequence[str] = (), debug: bool = False) -> dict:
     """Read ``path``, apply ``key.path=value`` overrides, validate, and return the full options."""
-    opt = read_yaml(path)
-    for item in overrides:
-        apply_override(opt, item)
+    opt = read_with_overrides(path, overrides)
     if debug:
         opt["name"] = f"debug_{opt.get('name', 'run')}"
         logger = opt.setdefault("logger", {})
@@ -175,98 +138,57 @@ def apply_override(opt: dict, item: str) -> None:
     node[keys[-1]] = value
 
 
+def read_with_overrides(path: str, overrides: Sequence[str] = ()) -> dict:
+    """An option file as written, after ``--set`` overrides (not validated: tools that read
+    only a part of it, such as ``network_g``, check that part)."""
+    opt = read_yaml(path)
+    for item in overrides:
+        apply_override(opt, item)
+    return opt
+
+
+def network_options(opt: Mapping[str, Any], path: str) -> dict:
+    """``network_g`` of a raw option file, checked against the arch's signature."""
+    if opt.get("network_g") is None:
+        raise OptionError(f"network_g: missing in '{path}'; add e.g. network_g: {{type: UNet}}")
+    check_component(opt["network_g"], "arch", "network_g")
+    return opt["network_g"]
+
+
 def validate_options(opt: Mapping[str, Any]) -> dict:
     """Return a deep copy of ``opt`` with defaults filled in; raise naming the first bad key."""
     out = copy.deepcopy(dict(opt))
-    _check_section(out, SCHEMA, "")
+    check_key(out, "model_type", SCHEMA["model_type"], "model_type")
+    step = lookup(MODELS, out["model_type"], "model_type")
+    train_keys = {**TRAIN_KEYS, **{k: Component("loss", required=False) for k in step.loss_keys},
+                  **step.train_keys}
+    reject_unknown(out, [*SCHEMA, *SECTIONS], "")
+    sections = {k: out.pop(k) for k in SECTIONS if k in out}
+    check_section(out, SCHEMA, "", OPTIONAL_SECTIONS)
+    out.update(sections)
+    _check_datasets(out, "datasets")
+    if not isinstance(out.get("train"), dict):
+        raise OptionError("train: missing required section (total_iter, optim_g, losses)")
+    check_section(out["train"], train_keys, "train.")
+    _check_custom_hooks(out)
     return out
 
 
-def _check_section(node: dict, schema: Mapping[str, Any], prefix: str) -> None:
-    _reject_unknown(node, schema, prefix)
-    for key, spec in schema.items():
-        path = f"{prefix}{key}"
-        if spec == "datasets":
-            _check_datasets(node, path)
-        elif isinstance(spec, dict):
-            if node.get(key) is None:
-                if key in OPTIONAL_SECTIONS:
-                    node.pop(key, None)
-                    continue
-                node[key] = {}
-            if not isinstance(node[key], dict):
-                raise OptionError(f"{path}: expected a mapping, got {type(node[key]).__name__}")
-            _check_section(node[key], spec, path + ".")
-        else:
-            _check_value(node, key, spec, path)
-
-
-def _reject_unknown(node: Mapping[str, Any], accepted: Iterable[str], prefix: str) -> None:
-    names = list(accepted)
-    for key in node:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise OptionError(f"{prefix}{key}: unknown option{hint}; accepted here: {', '.join(names)}")
-
-
-def _check_value(node: dict, key: str, spec: Any, path: str) -> None:
-    if isinstance(spec, Key):
-        _check_key(node, key, spec, path)
-    elif isinstance(spec, Component):
-        if node.get(key) is None:
-            if spec.required:
-                raise OptionError(f"{path}: missing required section ({spec.kind} with a 'type')")
-            node.pop(key, None)
-            return
-        check_component(node[key], spec.kind, path)
-    elif isinstance(spec, MapOf):
-        value = node.setdefault(key, {})
-        if not isinstance(value, dict):
-            raise OptionError(f"{path}: expected a mapping of names to sections")
-        for name in value:
-            _check_value(value, name, spec.item, f"{path}.{name}")
-
-
-def _check_key(node: dict, key: str, spec: Key, path: str) -> None:
-    if key not in node:
-        if spec.default is REQUIRED:
-            raise OptionError(f"{path}: missing required option")
-        node[key] = copy.deepcopy(spec.default)
-        return
-    value = node[key]
-    if isinstance(value, bool) and bool not in spec.types:
-        ok = False  # YAML ``true`` must not pass as an int
-    else:
-        ok = isinstance(value, spec.types)
-    if not ok:
-        names = "/".join("null" if t is type(None) else t.__name__ for t in spec.types)
-        raise OptionError(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
-    if float in spec.types and isinstance(value, int) and not isinstance(value, bool):
-        node[key] = float(value)
-    if spec.choices is not None and value not in spec.choices:
-        raise OptionError(f"{path}: '{value}' is not one of {', '.join(map(str, spec.choices))}")
-
-
-def check_component(cfg: Any, kind: str, path: str) -> None:
-    """Check a ``{type: Name, ...}`` section against the signature of what it names."""
-    from llcv import registry
-    from llcv.engine import optim
-
-    if not isinstance(cfg, dict) or "type" not in cfg:
-        raise OptionError(f"{path}: expected a mapping with a 'type' key")
-    kwargs = {k: v for k, v in cfg.items() if k != "type"}
-    if kind in ("optimizer", "scheduler"):
-        table = optim.OPTIMIZERS if kind == "optimizer" else optim.SCHEDULES
-        target = optim.lookup(table, cfg["type"], f"{path}.type", kind)
-        provided = ("params",) if kind == "optimizer" else ("total_iter",)
-    else:
-        reg = {"arch": registry.ARCHS, "loss": registry.LOSSES, "metric": registry.METRICS,
-               "dataset": registry.DATASETS}[kind]
-        target = registry.lookup(reg, cfg["type"], f"{path}.type")
-        provided = {"dataset": ("phase",), "metric": ("img", "img2")}.get(kind, ())
-    registry.check_kwargs(target, kwargs, path)
-    registry.check_required(target, kwargs, path, provided=provided)
+def _check_custom_hooks(opt: dict) -> None:
+    hooks = opt.setdefault("custom_hooks", [])
+    if hooks is None:
+        hooks = opt["custom_hooks"] = []
+    if not isinstance(hooks, list):
+        raise OptionError("custom_hooks: expected a list of {type: Name, ...} sections")
+    for i, cfg in enumerate(hooks):
+        path = f"custom_hooks.{i}"
+        if not isinstance(cfg, dict) or "type" not in cfg:
+            raise OptionError(f"{path}: expected a mapping with a 'type' key")
+        check_component({k: v for k, v in cfg.items() if k not in HOOK_KEYS}, "hook", path)
+        if "name" in cfg and not isinstance(cfg["name"], str):
+            raise OptionError(f"{path}.name: expected a string, got {cfg['name']!r}")
+        if "priority" in cfg:
+            check_key(cfg, "priority", Key(INT), f"{path}.priority")
 
 
 def _check_datasets(node: dict, path: str) -> None:
@@ -280,16 +202,59 @@ def _check_datasets(node: dict, path: str) -> None:
         if not isinstance(section, dict) or "type" not in section:
             raise OptionError(f"{key}: expected a mapping with a 'type' key")
         for name, spec in DATASET_LOADER_KEYS.items():
-            _check_key(section, name, spec, f"{key}.{name}")
+            check_key(section, name, spec, f"{key}.{name}")
         check_component(dataset_kwargs(section), "dataset", key)
 
 
-def dataset_kwargs(section: Mapping[str, Any]) -> dict:
-    """The part of a dataset section passed to the dataset class (loader keys removed)."""
-    return {k: copy.deepcopy(v) for k, v in section.items() if k not in DATASET_LOADER_KEYS}
+# ---------------------------------------------------------------------- test option files
+TEST_PHASES = ("test", "val")
 
 
-def save_options(opt: Mapping[str, Any], path: str) -> None:
-    """Write the resolved options as YAML (what the run actually used)."""
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(dict(opt), f, sort_keys=False, default_flow_style=None)
+def validate_test_options(opt: Mapping[str, Any]) -> dict:
+    """Check a BasicSR-style test option file and fill defaults; raise naming the first bad key.
+
+    A test file has no ``train`` section; its datasets are ``datasets.test*`` / ``datasets.val*``
+    blocks, its weights ``path.pretrain_network_g`` (``param_key_g: ~`` for a bare state_dict)
+    and its metrics ``val.metrics``. A training option file (it has ``train``) is checked as one,
+    and its validation sets are the test sets. BasicSR/NAFNet keys that only steer their own
+    loop are accepted: ``val.grids`` (llcv tests whole images), ``dist_params.port``, and
+    ``val.use_image: false`` (NAFNet: metrics on float outputs), which means
+    ``val.protocol: float`` unless a protocol is given.
+    """
+    if "train" in opt:
+        out = validate_options(opt)
+    else:
+        out = copy.deepcopy(dict(opt))
+        datasets = out.pop("datasets", None)
+        schema = copy.deepcopy(SCHEMA)
+        schema["val"].setdefault("use_image", Key(BOOL, True))
+        schema["val"].setdefault("grids", Key(BOOL, False))
+        schema["dist_params"].setdefault("port", Key(INT, 29500))
+        check_section(out, schema, "", OPTIONAL_SECTIONS)
+        out["datasets"] = _check_test_datasets(datasets)
+    raw_val = opt.get("val") if isinstance(opt.get("val"), Mapping) else {}
+    if raw_val.get("use_image") is False and "protocol" not in raw_val:
+        out["val"]["protocol"] = "float"
+    if not (out.get("val") or {}).get("metrics"):
+        raise OptionError("val.metrics: missing; name the metrics to test, e.g. val.metrics.psnr: "
+                          "{type: calculate_psnr, crop_border: 0}")
+    if not any(phase.startswith(TEST_PHASES) for phase in out["datasets"]):
+        raise OptionError("datasets: no test set; add a datasets.test_1 (or datasets.val) block")
+    return out
+
+
+def _check_test_datasets(datasets: Any) -> dict:
+    """The ``datasets`` of a test file, each block checked as in a training file."""
+    if not isinstance(datasets, dict) or not datasets:
+        raise OptionError("datasets: missing; a test file needs datasets.test_1 (or val) blocks")
+    for phase, section in datasets.items():
+        key = f"datasets.{phase}"
+        if not str(phase).startswith(TEST_PHASES):
+            raise OptionError(f"{key}: a test file's dataset phases are 'test*' or 'val*'; "
+                              f"training sets belong in a training option file")
+        if not isinstance(section, dict) or "type" not in section:
+            raise OptionError(f"{key}: expected a mapping with a 'type' key")
+        for name, spec in DATASET_LOADER_KEYS.items():
+            check_key(section, name, spec, f"{key}.{name}")
+        check_component(dataset_kwargs(section), "dataset", key)
+    return datasets

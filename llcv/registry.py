@@ -20,6 +20,10 @@ PRUNERS = Registry("pruner", scope="llcv", locations=["llcv.pruners"])
 DATASETS = Registry("dataset", scope="llcv", locations=["llcv.data"])
 METRICS = Registry("metric", scope="llcv", locations=["llcv.metrics"])
 HOOKS = Registry("hook", scope="llcv", locations=["llcv.engine.hooks"])
+OPTIMIZERS = Registry("optimizer", scope="llcv", locations=["llcv.optim"])
+SCHEDULERS = Registry("scheduler", scope="llcv", locations=["llcv.optim"])
+# Training steps: what one iteration does, chosen by the option file's ``model_type`` (BasicSR).
+MODELS = Registry("model", scope="llcv", locations=["llcv.models"])
 
 
 def registered_names(registry: Registry) -> list[str]:
@@ -40,12 +44,19 @@ def lookup(registry: Registry, name: Any, key: str) -> Any:
     return registry.module_dict[name]
 
 
-def check_kwargs(obj: Any, kwargs: Mapping[str, Any], key: str) -> None:
-    """Fail naming ``key.<arg>`` when ``kwargs`` do not fit the signature of ``obj``."""
+def check_kwargs(obj: Any, kwargs: Mapping[str, Any], key: str, hidden: tuple = ()) -> None:
+    """Fail naming ``key.<arg>`` when ``kwargs`` do not fit the signature of ``obj``.
+
+    ``hidden`` are arguments llcv passes itself: an option file may not set them.
+    """
+    for name in kwargs:
+        if name in hidden:
+            raise OptionError(f"{key}.{name}: set by llcv itself; remove it from the options")
     params = inspect.signature(obj).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    accepted = [n for n, p in params.items()
+                if p.kind is not inspect.Parameter.VAR_POSITIONAL and n not in hidden]
     for name in kwargs:
         if name not in accepted:
             close = difflib.get_close_matches(name, accepted, n=1)

@@ -9,6 +9,7 @@ import tempfile
 from typing import Any, Mapping
 
 import torch
+import yaml
 
 from llcv.errors import LLCVError
 
@@ -38,3 +39,9 @@ def load_checkpoint(path: str, key: str) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, foreign pickle, ...
         raise LLCVError(f"{key}: cannot load '{path}' as an llcv checkpoint ({err})") from None
+
+
+def save_yaml(data: Mapping[str, Any], path: str) -> None:
+    """Write ``data`` (e.g. the resolved options a run used) as YAML, keys in their order."""
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(dict(data), f, sort_keys=False, default_flow_style=None)

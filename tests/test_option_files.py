@@ -9,8 +9,9 @@ import torch
 
 from conftest import ROOT
 from llcv.engine.runner import Runner
-from llcv.options import LOSS_KEYS, load_options
-from llcv.registry import ARCHS, LOSSES, build
+from llcv.network import load_network
+from llcv.options import load_options
+from llcv.registry import ARCHS, MODELS, build
 
 OPTION_FILES = sorted(glob.glob(os.path.join(ROOT, "options", "*.yml")))
 DEMO_FILES = [p for p in OPTION_FILES if p.endswith("_demo.yml")]
@@ -34,13 +35,14 @@ def test_option_folder_has_recipes_and_demos():
 
 @pytest.mark.parametrize("path", OPTION_FILES, ids=file_id)
 def test_option_file_validates_and_builds(path):
-    """Checked as ``tools/train.py`` checks it; the network (on meta device) and losses build."""
+    """Checked as ``tools/train.py`` checks it; the network (on meta device) and the training
+    step with its losses build."""
     opt = load_options(path)
     model = build(ARCHS, opt["network_g"], "network_g", device="meta")
     assert count_params(model) > 0
-    losses = [build(LOSSES, opt["train"][key], f"train.{key}")
-              for key in LOSS_KEYS if key in opt["train"]]
-    assert losses
+    step = build(MODELS, {"type": opt["model_type"]}, "model_type", opt=opt,
+                 device=torch.device("cpu"))
+    assert step.losses
 
 
 # Published sizes: NAFNet-SIDD-width32 29,159,715 (NAFNet paper/code). Restormer's default is
@@ -88,10 +90,10 @@ def test_demo_trains_on_cpu(tmp_path, path):
     opt = load_options(path, demo_overrides(tmp_path) + ["device=cpu"])
     runner = Runner(opt)
     runner.train()
-    weights = torch.load(os.path.join(runner.exp_dir, "models", "net_g_3.pth"), weights_only=True)
-    assert weights["network_g"]["type"] == opt["network_g"]["type"]
-    rebuilt = build(ARCHS, weights["network_g"], "network_g")
-    rebuilt.load_state_dict(weights["params"])
+    rebuilt, spec, _ = load_network(os.path.join(runner.exp_dir, "models", "net_g_3.pth"))
+    assert spec == {"network_g": opt["network_g"], "plan": None}
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(),
+                                                 runner.model.state_dict().values()))
     with open(os.path.join(runner.exp_dir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
     losses = [v for r in records for k, v in r.items() if k.startswith("train/l_")]

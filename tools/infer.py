@@ -1,16 +1,16 @@
 """Restore images of any size with a trained network, tile by tile under a memory budget.
 
-    python tools/infer.py -opt options/train_unet_demo.yml \\
-        --checkpoint experiments/train_unet_demo/models/net_g_latest.pth \\
+    python tools/infer.py --checkpoint experiments/train_unet_demo/models/net_g_latest.pth \\
         --input photo.png --output results/ --memory-budget-mb 1024
-    python tools/infer.py -opt FILE.yml --checkpoint X --input DIR --output DIR \
-        --tile 512 --overlap 32
+    python tools/infer.py -opt FILE.yml --checkpoint plain_state_dict.pth --input DIR \\
+        --output DIR --tile 512 --overlap 32
 
-The network is the ``network_g`` stored in the checkpoint (else the option file's); its weights
-are ``params_ema`` when present, else ``params`` (or a plain state_dict), loaded with
-``weights_only=True``. ``--memory-budget-mb`` picks the largest tile whose estimated peak (weights,
-tile, activations, kernel buffers) fits 90% of the budget; the full-size image and result are
-held in host memory on top. ``--overlap`` is the context each tile gets per side (default: the
+The network is the one the checkpoint describes (its network spec: ``network_g`` and, for a
+pruned model, its plan), so no option file is needed; ``-opt`` gives ``network_g`` for a bare
+state_dict. Weights are ``params_ema`` when present, else ``params`` (or a plain state_dict),
+loaded with ``weights_only=True``. ``--memory-budget-mb`` picks the largest tile whose
+estimated peak (weights, tile, activations, kernel buffers) fits 90% of the budget; the
+full-size image and result are held in host memory on top. ``--overlap`` is the context each tile gets per side (default: the
 network's receptive-field radius, for which tiled output equals whole-image output). Results are
 PNG files of the input's bit depth (8 or 16 bits; ``--bit-depth`` to choose).
 """
@@ -20,20 +20,21 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from llcv.cli import run_cli  # noqa: E402
-from llcv.errors import DataError, LLCVError, OptionError  # noqa: E402
+from llcv.errors import DataError, OptionError  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("-opt", required=True, help="YAML option file with a network_g section")
+    parser.add_argument("-opt", default=None,
+                        help="option file with network_g (needed only for a bare state_dict)")
     parser.add_argument("--checkpoint", required=True, help="net_g_*.pth or a plain state_dict")
-    parser.add_argument("--param-key", default=None,
+    parser.add_argument("--param-key", default="auto",
                         help="weights in the checkpoint (default: params_ema, else params)")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--output", required=True, help="folder for the restored PNG files")
@@ -50,52 +51,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override options, e.g. --set network_g.width=64")
     return parser.parse_args(argv)
-
-
-def read_network_option(path: str, overrides: list[str]) -> Optional[dict]:
-    """``network_g`` of the option file after overrides (None when it has none)."""
-    from llcv.options import apply_override, read_yaml
-
-    opt = read_yaml(path)
-    for item in overrides:
-        apply_override(opt, item)
-    return opt.get("network_g")
-
-
-def pick_weights(ckpt: Mapping[str, Any], key: Optional[str], path: str) -> Mapping[str, Any]:
-    """The state_dict in a checkpoint: ``key``, else params_ema, else params, else all of it."""
-    if key is not None:
-        if key not in ckpt:
-            raise OptionError(f"--param-key: '{path}' has no '{key}'; it holds "
-                              f"{', '.join(map(str, ckpt))}")
-        return ckpt[key]
-    for name in ("params_ema", "params"):
-        if isinstance(ckpt.get(name), Mapping):
-            return ckpt[name]
-    return ckpt
-
-
-def load_network(opt_path: str, overrides: list[str], checkpoint: str, param_key: Optional[str],
-                 device: Any):
-    """Build the checkpoint's (else the option file's) network_g and load its weights."""
-    from llcv.engine.checkpoint import load_checkpoint
-    from llcv.options import check_component
-    from llcv.registry import ARCHS, build
-
-    ckpt = load_checkpoint(checkpoint, "--checkpoint")
-    network_opt = ckpt.get("network_g") or read_network_option(opt_path, overrides)
-    if network_opt is None:
-        raise OptionError(f"network_g: neither '{checkpoint}' nor '{opt_path}' describes the "
-                          f"network; add e.g. network_g: {{type: UNet}} to the option file")
-    check_component(network_opt, "arch", "network_g")
-    model = build(ARCHS, network_opt, "network_g", device=device)
-    try:
-        model.load_state_dict(pick_weights(ckpt, param_key, checkpoint))
-    except RuntimeError as err:
-        detail = str(err).strip().splitlines()[-1].strip()[:300]
-        raise LLCVError(f"--checkpoint: '{checkpoint}' does not fit network_g {network_opt} "
-                        f"({detail})") from None
-    return model.eval(), network_opt
 
 
 def list_images(path: str) -> list[str]:
@@ -191,10 +146,17 @@ def main(argv: Optional[list[str]] = None) -> list[str]:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
         raise OptionError(f"--device: unknown device '{args.device}'; use cpu or cuda") from None
+    from llcv.network import load_network
+    from llcv.options import network_options, read_with_overrides
+
     images = list_images(args.input)
-    model, network_opt = load_network(args.opt, args.set, args.checkpoint, args.param_key,
-                                      device)
-    print(f"network_g: {network_opt}")
+    network_g = None if args.opt is None else \
+        network_options(read_with_overrides(args.opt, args.set), args.opt)
+    model, spec, report = load_network(args.checkpoint, "--checkpoint", args.param_key,
+                                       network_g, device)
+    pruned = "" if spec["plan"] is None else " (pruned)"
+    print(f"network_g{pruned}: {spec['network_g']}, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters; {report}")
     written = []
     for path in images:
         target, report = restore(model, path, args, device)

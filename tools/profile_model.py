@@ -2,12 +2,13 @@
 estimated peak memory of inference and of a training step, with their breakdown.
 
     python tools/profile_model.py -opt options/train_nafnet_sidd.yml --input-shape 1 3 256 256
-    python tools/profile_model.py -opt FILE.yml --checkpoint experiments/x/net_g_latest.pth \\
+    python tools/profile_model.py --checkpoint experiments/x/models/net_g_latest.pth \\
         --input-shape 1 3 1024 1024 --device meta --json profile.json
 
 FLOPs = 2 x MACs, counted by PyTorch's torch.utils.flop_counter.FlopCounterMode (convolutions,
-matmuls, attention; element-wise ops are not counted). Only ``network_g`` of the option file is
-read, so training and test option files both work. With ``--device meta`` nothing is computed:
+matmuls, attention; element-wise ops are not counted). Only ``network_g`` (and
+``train.optim_g``) of the option file is read, so training and test option files both work; a
+checkpoint that describes its network (pruned or not) needs no option file. With ``--device meta`` nothing is computed:
 the figures are the same and any resolution profiles in seconds. Peak memory is estimated on
 data-less tensors (``llcv.memory.estimate_peak_memory``) for the target ``--device`` (CPU for
 meta); the training step uses the option file's ``train.optim_g`` (else ``--optimizer``) with the
@@ -19,7 +20,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,12 +31,15 @@ from llcv.errors import LLCVError, OptionError  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("-opt", required=True, help="YAML option file with a network_g section")
+    parser.add_argument("-opt", default=None,
+                        help="YAML option file with a network_g section (optional with a "
+                             "--checkpoint that describes its network)")
     parser.add_argument("--checkpoint", default=None,
                         help="weights to load (an llcv net_g_*.pth or a plain state_dict); "
-                             "its network_g, if stored, is the one profiled")
-    parser.add_argument("--param-key", default="params",
-                        help="key of the weights in the checkpoint (default: params)")
+                             "the network it describes (pruned or not) is the one profiled")
+    parser.add_argument("--param-key", default="auto",
+                        help="key of the weights in the checkpoint (default: params_ema, "
+                             "else params)")
     parser.add_argument("--input-shape", nargs=4, type=int, default=[1, 3, 256, 256],
                         metavar=("N", "C", "H", "W"), help="input shape (default 1 3 256 256)")
     parser.add_argument("--device", default="cpu",
@@ -52,24 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override options, e.g. --set network_g.width=64")
     return parser.parse_args(argv)
-
-
-def read_options(path: str, overrides: list[str]) -> dict:
-    """The option file after overrides, with ``network_g`` checked against the arch's signature."""
-    from llcv.options import apply_override, check_component, read_yaml
-
-    opt = read_yaml(path)
-    for item in overrides:
-        apply_override(opt, item)
-    if opt.get("network_g") is None:
-        raise OptionError(f"network_g: missing in '{path}'; add e.g. network_g: {{type: NAFNet}}")
-    check_component(opt["network_g"], "arch", "network_g")
-    return opt
-
-
-def read_network_options(path: str, overrides: list[str]) -> dict:
-    """``network_g`` of the option file after overrides, checked against the arch's signature."""
-    return read_options(path, overrides)["network_g"]
 
 
 def memory_estimates(model: Any, input_shape: list[int], optimizer: Any, amp: str) -> dict:
@@ -92,38 +78,22 @@ def estimate_figures(estimates: dict) -> dict:
     return figures
 
 
-def load_weights(path: str, param_key: str) -> tuple[Mapping[str, Any], dict | None]:
-    """The state_dict in ``path`` and the ``network_g`` options stored with it (if any)."""
-    from llcv.engine.checkpoint import load_checkpoint
+def load_model(args: argparse.Namespace, network_g: dict | None, device: Any) -> tuple[Any, dict]:
+    """The network to profile and its spec: the checkpoint's (with its weights), else the
+    option file's ``network_g``."""
+    from llcv.network import build_network, load_network, network_spec
 
-    ckpt = load_checkpoint(path, "--checkpoint")
-    if param_key in ckpt:
-        return ckpt[param_key], ckpt.get("network_g")
-    if any(isinstance(v, Mapping) for v in ckpt.values()):
-        keys = ", ".join(k for k, v in ckpt.items() if isinstance(v, Mapping))
-        raise LLCVError(f"--param-key: '{path}' has no '{param_key}'; it holds {keys}")
-    return ckpt, None
-
-
-def build_network(network_opt: Mapping[str, Any], checkpoint: str | None, param_key: str,
-                  device: Any) -> tuple[Any, Mapping[str, Any]]:
-    """Build ``network_g`` on ``device``, load the checkpoint's weights (strictly); returns the
-    model and the network options actually used."""
-    from llcv.registry import ARCHS, build
-
-    state, stored_opt = (None, None) if checkpoint is None else load_weights(checkpoint, param_key)
-    if stored_opt is not None and stored_opt != network_opt:
-        print(f"note: profiling the network_g stored in {checkpoint}: {stored_opt}")
-        network_opt = stored_opt
-    model = build(ARCHS, network_opt, "network_g", device=device)
-    if state is not None:
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            detail = str(err).strip().splitlines()[-1].strip()[:300]
-            raise LLCVError(f"--checkpoint: '{checkpoint}' does not fit network_g "
-                            f"{network_opt} ({detail})") from None
-    return model, network_opt
+    if args.checkpoint is None:
+        if network_g is None:
+            raise OptionError("-opt: give an option file with network_g, or --checkpoint")
+        spec = network_spec(network_g)
+        return build_network(spec, device), spec
+    model, spec, report = load_network(args.checkpoint, "--checkpoint", args.param_key,
+                                       network_g, device)
+    if network_g is not None and network_g != spec["network_g"]:
+        print(f"note: profiling the network_g stored in {args.checkpoint}: {spec['network_g']}")
+    print(report)
+    return model, spec
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -138,8 +108,12 @@ def main(argv: list[str] | None = None) -> dict:
     except RuntimeError:
         raise OptionError(f"--device: unknown device '{args.device}'; use cpu, cuda or meta") \
             from None
-    opt = read_options(args.opt, args.set)
-    model, network_opt = build_network(opt["network_g"], args.checkpoint, args.param_key, device)
+    from llcv.options import network_options, read_with_overrides
+
+    opt = {} if args.opt is None else read_with_overrides(args.opt, args.set)
+    network_g = None if args.opt is None else network_options(opt, args.opt)
+    model, spec = load_model(args, network_g, device)
+    network_opt = spec["network_g"]
     if any(n <= 0 for n in args.input_shape):
         raise OptionError(f"--input-shape: sizes must be positive, got {args.input_shape}")
     try:
@@ -148,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise LLCVError(f"--input-shape: {network_opt['type']} cannot run on an input of shape "
                         f"{args.input_shape} ({str(err).strip().splitlines()[0][:300]})") from None
     print(format_profile(profile, layers=not args.no_layers))
-    figures = {"network_g": network_opt, **profile.to_dict()}
+    figures = {"network_g": network_opt, "network": spec, **profile.to_dict()}
     if not args.no_memory:
         optimizer = (opt.get("train") or {}).get("optim_g") or args.optimizer
         estimates = memory_estimates(model, args.input_shape, optimizer, args.amp)

@@ -1,6 +1,7 @@
 """Build datasets and data loaders from the ``datasets`` option section."""
 from __future__ import annotations
 
+import copy
 import functools
 import random
 from typing import Any, Mapping
@@ -10,8 +11,24 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from llcv.data.sampler import InfiniteSeededSampler
-from llcv.options import dataset_kwargs
 from llcv.registry import DATASETS, build
+from llcv.schema import BOOL, INT, STR, Key
+
+#: keys of a ``datasets.<phase>`` section read by the loader; the rest go to the dataset class
+DATASET_LOADER_KEYS = {
+    "name": Key(STR, ""),
+    "batch_size_per_gpu": Key(INT, 1, low=1),
+    "num_worker_per_gpu": Key(INT, 0, low=0),
+    "dataset_enlarge_ratio": Key(INT, 1, low=1),
+    "use_shuffle": Key(BOOL, True),
+    "pin_memory": Key(BOOL, True),
+    "prefetch_mode": Key((str, type(None)), None, (None, "cpu", "cuda")),
+}
+
+
+def dataset_kwargs(section: Mapping[str, Any]) -> dict:
+    """The part of a dataset section passed to the dataset class (loader keys removed)."""
+    return {k: copy.deepcopy(v) for k, v in section.items() if k not in DATASET_LOADER_KEYS}
 
 
 def build_dataset(section: Mapping[str, Any], phase: str) -> Dataset:

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from llcv.errors import LLCVError
-from llcv.serialization import atomic_save, load_checkpoint  # noqa: F401 (re-exported)
 
 
 def rng_state() -> dict:

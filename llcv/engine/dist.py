@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,22 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * torch_dist.get_world_size()
     torch_dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for a local process group or server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def param_checksum(model: torch.nn.Module) -> tuple[float, float]:

@@ -1,32 +1,48 @@
-"""Observers of the training loop. The loop calls each stage on every hook in priority order.
+"""Observers of the training loop, built through the ``HOOKS`` registry.
 
-Stages: ``before_run(runner)``, ``before_train_iter(runner, it)``,
-``after_train_iter(runner, it, batch, record)`` — ``record`` is this iteration's dict of scalars;
-hooks with a lower priority number may add fields before later hooks log them —
-``after_val(runner, it, results)``, ``after_run(runner)`` (training finished) and
-``on_exit(runner)`` (always, also after an error: release what the hook holds).
-A hook with state to keep across a resume implements ``state_dict``/``load_state_dict``.
+The loop calls each stage on every hook in priority order (lower first):
+
+- ``before_run(runner)`` / ``after_run(runner)`` (training finished) / ``on_exit(runner)``
+  (always, also after an error: release what the hook holds);
+- ``before_train_iter(runner, it)`` / ``after_train_iter(runner, it, batch, record)`` —
+  ``record`` is this iteration's dict of scalars; hooks with a lower priority number may add
+  fields before later hooks log them;
+- ``before_val(runner, it)`` / ``after_val(runner, it, results)`` around every validation
+  (``after_val`` also runs when validation failed, with empty results);
+- ``before_save_checkpoint(runner, checkpoint)`` — add entries to the training state about to
+  be written (the weights file takes ``params``, ``params_ema`` and ``network`` from it);
+  ``after_load_checkpoint(runner, checkpoint)`` — read them back on resume;
+- ``after_model_replaced(runner, plan)`` — the network was replaced by a pruned one
+  (``runner.state.spec`` is already the new spec); re-derive what depended on it.
+
+A hook with state to keep across a resume implements ``state_dict``/``load_state_dict``; it is
+stored under the hook's ``name`` (its type, unless the options give a ``name``). ``held()``
+lists what the hook keeps on the device (counted in the memory figures). Hooks never keep a
+reference to the model: they read ``runner.state`` when called.
 """
 from __future__ import annotations
 
 import os
 import time
 from collections import deque
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from llcv.engine.dist import all_reduce_max
+from llcv.engine.ema import ModelEMA
 from llcv.engine.logger import format_train_line
 from llcv.engine.validation import save_image_png, tensor_to_uint8_rgb
+from llcv.errors import OptionError
 from llcv.memory import AllocatorPeakMeter, MemoryEstimateFields, MemoryMeter, resident_bytes
-from llcv.registry import HOOKS
+from llcv.registry import HOOKS, build
 
 
 class Hook:
     """Base class: every stage does nothing; ``priority`` orders hooks (lower runs first)."""
 
     priority = 50
+    name = ""  # set by build_hooks: the key of this hook's state in checkpoints
 
     def before_run(self, runner) -> None: ...
 
@@ -34,16 +50,43 @@ class Hook:
 
     def after_train_iter(self, runner, it: int, batch: Mapping, record: dict) -> None: ...
 
+    def before_val(self, runner, it: int) -> None: ...
+
     def after_val(self, runner, it: int, results: Mapping[str, float]) -> None: ...
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None: ...
+
+    def after_load_checkpoint(self, runner, checkpoint: Mapping[str, Any]) -> None: ...
+
+    def after_model_replaced(self, runner, plan: Mapping[str, Any]) -> None: ...
 
     def after_run(self, runner) -> None: ...
 
     def on_exit(self, runner) -> None: ...
 
+    def held(self) -> list[Any]:
+        return []
+
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+def build_hooks(cfgs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Hook]:
+    """Hooks from ``(option key, {type, [name], [priority], ...arguments})`` pairs, sorted by
+    priority. Names must be unique: two hooks of one type need distinct ``name`` options."""
+    hooks: list[Hook] = []
+    for key, cfg in cfgs:
+        hook = build(HOOKS, {k: v for k, v in cfg.items() if k not in ("name", "priority")}, key)
+        hook.name = cfg.get("name") or cfg["type"]
+        if "priority" in cfg:
+            hook.priority = cfg["priority"]
+        if any(h.name == hook.name for h in hooks):
+            raise OptionError(f"{key}.name: a second hook named '{hook.name}'; give each hook "
+                              f"of one type its own name")
+        hooks.append(hook)
+    return sorted(hooks, key=lambda h: h.priority)
 
 
 def every(it: int, freq: int, total: int) -> bool:
@@ -53,12 +96,48 @@ def every(it: int, freq: int, total: int) -> bool:
 
 @HOOKS.register_module()
 class EMAHook(Hook):
-    """Updates the EMA copy of the weights after each optimizer step."""
+    """Keeps an exponential moving average of the weights (validated and saved as
+    ``params_ema``); pruned with the same plan as the network."""
 
     priority = 10
 
+    def __init__(self, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise OptionError(f"decay: {decay} must be in (0, 1), e.g. 0.999")
+        self.decay = decay
+        self.ema: ModelEMA | None = None
+
+    def _ensure(self, runner) -> ModelEMA:
+        if self.ema is None:
+            self.ema = ModelEMA(runner.state.model, self.decay)
+        return self.ema
+
+    def before_run(self, runner) -> None:
+        self._ensure(runner)
+
     def after_train_iter(self, runner, it, batch, record) -> None:
-        runner.ema.update(runner.model)
+        self._ensure(runner).update(runner.state.model)
+
+    def before_val(self, runner, it) -> None:
+        self._ensure(runner).swap(runner.state.model)
+
+    def after_val(self, runner, it, results) -> None:
+        self._ensure(runner).swap(runner.state.model)
+
+    def before_save_checkpoint(self, runner, checkpoint) -> None:
+        checkpoint["params_ema"] = self._ensure(runner).module.state_dict()
+
+    def after_load_checkpoint(self, runner, checkpoint) -> None:
+        if "params_ema" not in checkpoint:
+            raise OptionError("train.ema_decay: the resumed state has no EMA weights; resume "
+                              "with the same train.ema_decay as the original run")
+        self._ensure(runner).module.load_state_dict(checkpoint["params_ema"])
+
+    def after_model_replaced(self, runner, plan) -> None:
+        self._ensure(runner).replace(plan, runner.state.spec, runner.device)
+
+    def held(self) -> list[Any]:
+        return [] if self.ema is None else [self.ema.module]
 
 
 @HOOKS.register_module()
@@ -70,30 +149,36 @@ class MemoryHook(Hook):
     scratch buffers are not tensors and are not seen; the profiler's allocator events would see
     them but interfere with signal handling, so the loop does not use them.
     Estimated, counting the same things so both compare on one chart: the peak of a training
-    step at the training batch shape and of inference at the first validation image's shape, for
-    the current model, re-estimated whenever the model's structure changes.
+    step at the training batch shape (plus what the run holds beside it, e.g. an EMA copy) and
+    of inference at the first validation image's shape, for the current model, re-estimated
+    whenever the model changes.
     """
 
     priority = 20
 
-    def __init__(self, device: torch.device, measure_allocator: bool = True) -> None:
-        self.meter = MemoryMeter(device)
-        self.alloc_meter = AllocatorPeakMeter(
-            device, method="tensors",
-            enabled=measure_allocator and torch.device(device).type == "cpu")
+    def __init__(self, measure_allocator: bool = True) -> None:
+        self.measure_allocator = measure_allocator
+        self.meter: MemoryMeter | None = None
+        self.alloc_meter: AllocatorPeakMeter | None = None
         self.estimates: MemoryEstimateFields | None = None
+
+    def before_run(self, runner) -> None:
+        self.meter = MemoryMeter(runner.device)
+        self.alloc_meter = AllocatorPeakMeter(
+            runner.device, method="tensors",
+            enabled=self.measure_allocator and runner.device.type == "cpu")
 
     def before_train_iter(self, runner, it) -> None:
         self.meter.reset()
-        self.alloc_meter.start(resident_bytes(*self._resident(runner)))
+        self.alloc_meter.start(resident_bytes(*runner.resident()))
 
     def after_train_iter(self, runner, it, batch, record) -> None:
         figures = {**self.meter.read(), **self.alloc_meter.stop()}
-        if self.estimates is None:
+        fresh = self.estimates is None
+        if fresh:
             self.estimates = self._build_estimates(runner, batch)
-        known = self.estimates.estimates.get("train")
-        figures.update(self.estimates(runner.model))
-        if self.estimates.estimates.get("train") is not known:  # first estimate, or new model
+        figures.update(self.estimates(runner.state.model))
+        if fresh:
             for est in self.estimates.estimates.values():
                 runner.logger.info(f"Estimated peak memory at iter {it}:\n{est.format()}")
         if runner.dist.distributed:
@@ -101,23 +186,25 @@ class MemoryHook(Hook):
             figures = dict(zip(figures, values.tolist()))
         record.update(figures)
 
-    def on_exit(self, runner) -> None:
-        self.alloc_meter.stop()
+    def after_model_replaced(self, runner, plan) -> None:
+        self.estimates = None  # the next iteration estimates the new model (and EMA bytes)
 
-    @staticmethod
-    def _resident(runner) -> list:
-        return [runner.model, runner.optimizer] + ([runner.ema.module] if runner.ema else [])
+    def on_exit(self, runner) -> None:
+        if self.alloc_meter is not None:
+            self.alloc_meter.stop()
 
     @staticmethod
     def _build_estimates(runner, batch) -> MemoryEstimateFields:
         val_shape = None
         if runner.validators:
             val_shape = [1, *runner.validators[0].loader.dataset[0]["lq"].shape]
-        losses = list(runner.losses.values())
+        state = runner.state
+        beside = [obj for hook in runner.hooks for obj in hook.held()] + state.step.held()
         return MemoryEstimateFields(
             list(batch["lq"].shape), val_shape, optimizer=runner.opt["train"]["optim_g"],
-            device=runner.device, loss=lambda out, gt: sum(loss(out, gt) for loss in losses),
-            extra_train_bytes=resident_bytes(runner.ema.module) if runner.ema else 0,
+            device=runner.device, loss=state.step.memory_loss(),
+            train_target_shape=list(batch["gt"].shape),
+            extra_train_bytes=resident_bytes(*beside) if beside else 0,
             kernel_workspace=runner.device.type != "cpu")
 
 
@@ -143,6 +230,8 @@ class LoggerHook(Hook):
         runner.writer.write_tb(it, {k: v for k, v in record.items() if not k.startswith("mem/")})
 
     def after_val(self, runner, it, results) -> None:
+        if not results:  # validation failed; the error is on its way
+            return
         runner.writer.write_jsonl(it, results)
         runner.writer.write_tb(it, results)
         runner.writer.flush()
@@ -164,21 +253,25 @@ class ValidationHook(Hook):
 
     def validate(self, runner, it: int) -> dict[str, float]:
         """Run every validation set, log results, best values and the LQ reference line."""
-        model = runner.ema.module if runner.ema is not None else runner.model
         results: dict[str, float] = {}
-        for validator in runner.validators:
-            start = time.perf_counter()
-            first_run = validator.reference is None
-            values = validator.run(model, on_batch=self._image_sink(runner, validator.phase, it))
-            results.update(values)
-            self._update_best(values, validator, it)
-            self._log(runner, validator, values, it, time.perf_counter() - start, first_run)
-            if first_run:
-                results.update(validator.reference)
-        results.update({f"{k.split('/')[0]}/best_{k.split('/')[1]}": v["value"]
-                        for k, v in self.best.items()})
-        runner.call_hooks("after_val", it, results)
+        runner.call_hooks("before_val", it)
+        try:
+            for validator in runner.validators:
+                results.update(self._run_one(runner, validator, it))
+            results.update({f"{k.split('/')[0]}/best_{k.split('/')[1]}": v["value"]
+                            for k, v in self.best.items()})
+        finally:
+            runner.call_hooks("after_val", it, results)
         return results
+
+    def _run_one(self, runner, validator, it: int) -> dict[str, float]:
+        start = time.perf_counter()
+        first_run = validator.reference is None
+        values = validator.run(runner.state.model,
+                               on_batch=self._image_sink(runner, validator.phase, it))
+        self._update_best(values, validator, it)
+        self._log(runner, validator, values, it, time.perf_counter() - start, first_run)
+        return {**values, **(validator.reference if first_run else {})}
 
     def _update_best(self, values: Mapping[str, float], validator, it: int) -> None:
         for metric in validator.metrics:

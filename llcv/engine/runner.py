@@ -1,11 +1,14 @@
 """The iteration-based training loop: builds every part from the options, then drives them.
 
 Parts never reach back into the runner; hooks observe it (logging, memory, validation,
-checkpoints, EMA). The model sits behind one handle (:meth:`Runner.set_model`) so a later step
-can swap it mid-run (structured pruning rebuilds the optimizer, EMA copy and DDP wrapper).
+checkpoints, EMA) and read the training state through ``runner.state``. What one iteration does
+is the training step of ``model_type``. The network can be swapped mid-run for a pruned one with
+:meth:`Runner.replace_model`, one transaction over the optimizer, EMA, DDP wrapper and memory
+estimates; checkpoints carry the network spec, so a resumed run rebuilds the pruned network.
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
@@ -19,17 +22,21 @@ from torch import nn
 from llcv.data.loader import build_dataset, build_train_loader, build_val_loader
 from llcv.data.prefetch import check_prefetch_mode, wrap_prefetch
 from llcv.engine import checkpoint as ckpt
-from llcv.engine.dist import (DistInfo, all_gather_objects, all_reduce_max, check_ranks_in_sync,
-                              init_dist, is_peer_failure, select_device)
-from llcv.engine.ema import ModelEMA
-from llcv.engine.hooks import (CheckpointHook, EMAHook, Hook, LoggerHook, MemoryHook,
-                               ValidationHook)
+from llcv.engine.dist import (DistInfo, all_gather_objects, all_reduce_max, broadcast_object,
+                              check_ranks_in_sync, init_dist, is_peer_failure, select_device)
+from llcv.engine.hooks import Hook, build_hooks
 from llcv.engine.logger import MetricWriter, get_logger
-from llcv.engine.optim import LRSchedule, build_optimizer
+from llcv.engine.state import TrainState
 from llcv.engine.validation import Validator
 from llcv.errors import LLCVError
-from llcv.options import LOSS_KEYS, save_options
-from llcv.registry import ARCHS, LOSSES, build
+from llcv.network import (Plan, Spec, build_network, check_plan, checkpoint_spec, load_weights,
+                          network_spec, normalized_options, pick_state_dict, spec_with)
+from llcv.optim.schedulers import LRSchedule
+from llcv.registry import MODELS, build
+from llcv.serialization import atomic_save, load_checkpoint, save_yaml
+
+#: what a weights file (``models/net_g_*.pth``) takes from the training state
+WEIGHT_KEYS = ("params", "params_ema", "network")
 
 
 class RunInterrupted(LLCVError):
@@ -54,34 +61,37 @@ class Runner:
         self.device = select_device(opt["device"], self.dist)
         self.name, self.total_iter = opt["name"], opt["train"]["total_iter"]
         self.exp_dir = os.path.join(opt["path"]["experiments_root"], self.name)
-        state = self._resume_state(auto_resume)
-        self.start_iter = state["iter"] if state else 0
-        self._prepare_exp_dir(fresh=state is None)
+        resume = self._resume_state(auto_resume)
+        self.start_iter = resume["iter"] if resume else 0
+        self._prepare_exp_dir(fresh=resume is None)
         stamp = time.strftime("%Y%m%d_%H%M%S")
         self.logger = get_logger(os.path.join(self.exp_dir, f"train_{self.name}_{stamp}.log"),
                                  self.dist.is_main)
         self.writer = MetricWriter(self.exp_dir, opt["logger"]["use_tb_logger"], self.dist.is_main)
         seed_everything(opt["manual_seed"] + self.dist.rank)
         self._build_data()
-        self.model: nn.Module = build(ARCHS, opt["network_g"], "network_g").to(self.device)
-        self._load_pretrained()
-        self.ema = ModelEMA(self.model, opt["train"]["ema_decay"]) if opt["train"]["ema_decay"] > 0 else None
-        self.losses = {name: build(LOSSES, opt["train"][key], f"train.{key}").to(self.device)
-                       for key, name in LOSS_KEYS.items() if key in opt["train"]}
-        if not self.losses:
-            raise LLCVError(f"train: no loss given; add e.g. train.pixel_opt: {{type: L1Loss}} "
-                            f"(loss sections: {', '.join(LOSS_KEYS)})")
-        self.lr_schedule = LRSchedule(opt["train"].get("scheduler"), self.total_iter,
-                                      opt["train"]["warmup_iter"])
-        self.set_model(self.model)
-        self.hooks = self._build_hooks()
-        if state:
-            self.load_state(state)
+        self.state = self._build_state(resume)
+        self.hooks: list[Hook] = build_hooks(self._hook_configs())
+        if resume:
+            self.load_state(resume)
         if self.dist.distributed:
-            self.logger.info(check_ranks_in_sync(self.model, "after resume" if state else "at start-up"))
+            self.logger.info(check_ranks_in_sync(self.model, "after resume" if resume
+                                                 else "at start-up"))
         self._stop_signal: int | None = None
         if self.dist.is_main:
-            save_options(opt, os.path.join(self.exp_dir, "options.yml"))
+            save_yaml(opt, os.path.join(self.exp_dir, "options.yml"))
+
+    @property
+    def model(self) -> nn.Module:
+        """The bare network being trained (not its DDP wrapper)."""
+        return self.state.model
+
+    def hook(self, name: str) -> Hook:
+        """The hook called ``name`` (its type unless the options named it)."""
+        for hook in self.hooks:
+            if hook.name == name:
+                return hook
+        raise KeyError(f"no hook named {name!r}; hooks: {[h.name for h in self.hooks]}")
 
     # ----------------------------------------------------------------- building
     def _resume_state(self, auto_resume: bool) -> dict | None:
@@ -90,10 +100,13 @@ class Runner:
             path, key = ckpt.latest_state(os.path.join(self.exp_dir, "training_states")), "--auto_resume"
         if path is None:
             return None
-        state = ckpt.load_checkpoint(path, key)
+        state = load_checkpoint(path, key)
         ckpt.check_training_state(state, path, key)
-        if state["network_g"] != self.opt["network_g"]:
-            raise LLCVError(f"{key}: '{path}' was trained with network_g {state['network_g']}, "
+        spec = checkpoint_spec(state)
+        if spec is None or normalized_options(spec["network_g"]) != \
+                normalized_options(self.opt["network_g"]):
+            saved = None if spec is None else spec["network_g"]
+            raise LLCVError(f"{key}: '{path}' was trained with network_g {saved}, "
                             f"but the options say {self.opt['network_g']}; use the same network_g")
         self.resume_path = path
         return state
@@ -124,42 +137,80 @@ class Runner:
             self.validators.append(Validator(phase, loader, val_opt["metrics"],
                                              val_opt["protocol"], self.dist, self.device))
 
-    def _load_pretrained(self) -> None:
-        path = self.opt["path"]["pretrain_network_g"]
-        if path is None:
-            return
-        weights = ckpt.load_checkpoint(path, "path.pretrain_network_g")
-        key = self.opt["path"]["param_key_g"]
-        if key not in weights:
-            raise LLCVError(f"path.param_key_g: '{key}' is not in '{path}'; it holds "
-                            f"{', '.join(map(str, weights))}")
-        try:
-            self.model.load_state_dict(weights[key], strict=self.opt["path"]["strict_load_g"])
-        except RuntimeError as err:
-            first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
-            raise LLCVError(f"path.pretrain_network_g: '{path}' does not fit network_g ({first}); "
-                            f"check network_g or set path.strict_load_g: false") from None
-        self.logger.info(f"Loaded {key} from {path}")
+    def _build_state(self, resume: Mapping[str, Any] | None) -> TrainState:
+        """The network (from the resumed state's spec, a pretrained file's spec, or the options),
+        its optimizer, LR schedule and the training step of ``model_type``."""
+        train = self.opt["train"]
+        if resume is not None:
+            spec = checkpoint_spec(resume)
+            model = build_network(spec, self.device, init=False)
+        else:
+            spec, model = self._initial_network()
+        step = build(MODELS, {"type": self.opt["model_type"]}, "model_type", opt=self.opt,
+                     device=self.device)
+        schedule = LRSchedule(train.get("scheduler"), self.total_iter, train["warmup_iter"])
+        return TrainState(model, spec, train["optim_g"], schedule, step, self.dist, self.device)
 
-    def _build_hooks(self) -> list[Hook]:
-        log_opt, val_opt = self.opt["logger"], self.opt.get("val")
-        hooks: list[Hook] = [MemoryHook(self.device, log_opt["measure_allocator"]),
-                             LoggerHook(log_opt["print_freq"]),
-                             CheckpointHook(log_opt["save_checkpoint_freq"])]
-        if self.ema is not None:
-            hooks.append(EMAHook())
+    def _initial_network(self) -> tuple[Spec, nn.Module]:
+        """``network_g``, or the network a pretrained file describes (a pruned one keeps its
+        plan), initialised and loaded with ``path.pretrain_network_g``'s weights."""
+        paths, key = self.opt["path"], "path.pretrain_network_g"
+        spec = network_spec(self.opt["network_g"])
+        if paths["pretrain_network_g"] is None:
+            return spec, build_network(spec, self.device)
+        weights = load_checkpoint(paths["pretrain_network_g"], key)
+        stored = checkpoint_spec(weights)
+        if stored is not None and stored["plan"] is not None:
+            spec = stored
+        model = build_network(spec, self.device)
+        state = pick_state_dict(weights, paths["param_key_g"], paths["pretrain_network_g"],
+                                "path.param_key_g")
+        report = load_weights(model, state, paths["strict_load_g"], paths["pretrain_network_g"],
+                              key, fix="check network_g, or set path.strict_load_g: false to "
+                                       "skip the tensors that differ")
+        self.logger.info(f"network_g: {report}")
+        return spec, model
+
+    def _hook_configs(self) -> list[tuple[str, dict]]:
+        """The default hooks the options ask for, then ``custom_hooks``."""
+        log_opt, val_opt, train = self.opt["logger"], self.opt.get("val"), self.opt["train"]
+        cfgs = [("logger", {"type": "MemoryHook", "measure_allocator": log_opt["measure_allocator"]}),
+                ("logger", {"type": "LoggerHook", "print_freq": log_opt["print_freq"]}),
+                ("logger", {"type": "CheckpointHook",
+                            "save_checkpoint_freq": log_opt["save_checkpoint_freq"]})]
+        if train["ema_decay"] > 0:
+            cfgs.append(("train.ema_decay", {"type": "EMAHook", "decay": train["ema_decay"]}))
         if val_opt is not None and self.validators:
-            hooks.append(ValidationHook(val_opt["val_freq"], val_opt["save_img"], val_opt["tb_images"]))
-        return sorted(hooks, key=lambda h: h.priority)
+            cfgs.append(("val", {"type": "ValidationHook", "val_freq": val_opt["val_freq"],
+                                 "save_img": val_opt["save_img"],
+                                 "tb_images": val_opt["tb_images"]}))
+        cfgs += [(f"custom_hooks.{i}", cfg) for i, cfg in enumerate(self.opt["custom_hooks"])]
+        return cfgs
 
-    def set_model(self, model: nn.Module) -> None:
-        """Install ``model`` as the trained network: new optimizer and (when distributed) DDP."""
-        self.model = model
-        self.optimizer = build_optimizer(model.parameters(), self.opt["train"]["optim_g"])
-        self.train_model: nn.Module = model  # drops the previous DDP wrapper, if any
+    def replace_model(self, plan: Plan) -> Spec:
+        """Swap the network for what ``plan`` makes of it, as one transaction on every rank.
+
+        Rank 0's plan is broadcast, so every rank applies the identical change. The optimizer
+        is rebuilt with the state of kept channels carried over by name (``step`` and every
+        param-group hyper-parameter kept, so the LR schedule continues), the DDP wrapper is
+        rebuilt after a barrier, hooks re-derive what they hold (the EMA gets the same plan,
+        memory estimates refresh), and the old network and optimizer are released.
+        Returns the new spec.
+        """
+        plan = broadcast_object(plan)
+        check_plan(self.state.model, plan)
+        self.barrier()
+        spec = spec_with(self.state.spec, plan)
+        self.state.replace(plan, spec)
+        self.call_hooks("after_model_replaced", plan)
+        gc.collect()
         if self.dist.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.logger.info(check_ranks_in_sync(self.model, "after the model was replaced"))
+        return spec
+
+    def resident(self) -> list[Any]:
+        """What the run keeps on the device between steps: training state and hooks' copies."""
+        return self.state.resident() + [obj for hook in self.hooks for obj in hook.held()]
 
     # ----------------------------------------------------------------- running
     def call_hooks(self, stage: str, *args: Any) -> None:
@@ -169,27 +220,6 @@ class Runner:
 
     def epoch_of(self, it: int) -> int:
         return (it - 1) // self.train_loader.sampler.iters_per_epoch
-
-    def train_step(self, batch: Mapping[str, Any], it: int) -> dict[str, float]:
-        """One optimizer step on ``batch``; returns the loss terms as ``train/<name>`` floats."""
-        lq = batch["lq"].to(self.device, non_blocking=True)
-        gt = batch["gt"].to(self.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        output = self.train_model(lq)
-        terms = {name: loss(output, gt) for name, loss in self.losses.items()}
-        total = sum(terms.values())
-        values = {name: term.item() for name, term in terms.items()}
-        for name, value in values.items():
-            if not np.isfinite(value):
-                raise LLCVError(
-                    f"train: loss {name} is {value} at iter {it}; the last checkpoint is intact — "
-                    f"lower train.optim_g.lr, set train.grad_clip_norm, or check the data")
-        total.backward()
-        clip = self.opt["train"]["grad_clip_norm"]
-        if clip is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.optimizer.step()
-        return {f"train/{name}": value for name, value in values.items()}
 
     def train(self) -> None:
         """Run from ``start_iter + 1`` to ``total_iter``; SIGINT/SIGTERM save and stop cleanly."""
@@ -205,8 +235,8 @@ class Runner:
                 self.call_hooks("before_train_iter", it)
                 batch = next(data_iter)
                 data_time = time.perf_counter() - start
-                lrs = self.lr_schedule.apply(self.optimizer, it)
-                record = self.train_step(batch, it)
+                lrs = self.state.apply_lr(it)
+                record = self.state.step(self.state, batch, it)
                 record.update({"train/lr": lrs[0], "train/time": time.perf_counter() - start,
                                "train/data_time": data_time})
                 self.call_hooks("after_train_iter", it, batch, record)
@@ -266,44 +296,33 @@ class Runner:
         if self.dist.distributed:
             torch.distributed.barrier()
 
-    def weights(self) -> dict:
-        """The weights file content: plain tensors and the options that built the network."""
-        out = {"params": self.model.state_dict(), "network_g": self.opt["network_g"]}
-        if self.ema is not None:
-            out["params_ema"] = self.ema.module.state_dict()
-        return out
-
     def save_checkpoint(self, it: int) -> None:
         """Write ``models/net_g_<it>.pth``, ``net_g_latest.pth`` and ``training_states/<it>.state``."""
         rngs = all_gather_objects(ckpt.rng_state())
         if self.dist.distributed:
             self.logger.info(check_ranks_in_sync(self.model, f"at iter {it}"))
+        state = {**self.state.state_dict(), "iter": it, "rng": rngs,
+                 "world_size": self.dist.world_size,
+                 "hooks": {h.name: h.state_dict() for h in self.hooks}}
+        self.call_hooks("before_save_checkpoint", state)
         if self.dist.is_main:
-            weights = self.weights()
+            weights = {k: state[k] for k in WEIGHT_KEYS if k in state}
             models = os.path.join(self.exp_dir, "models")
-            ckpt.atomic_save(weights, os.path.join(models, f"net_g_{it}.pth"))
-            ckpt.atomic_save(weights, os.path.join(models, "net_g_latest.pth"))
-            state = {**weights, "iter": it, "optimizer": self.optimizer.state_dict(),
-                     "rng": rngs, "world_size": self.dist.world_size,
-                     "hooks": {type(h).__name__: h.state_dict() for h in self.hooks}}
-            ckpt.atomic_save(state, os.path.join(self.exp_dir, "training_states", f"{it}.state"))
+            atomic_save(weights, os.path.join(models, f"net_g_{it}.pth"))
+            atomic_save(weights, os.path.join(models, "net_g_latest.pth"))
+            atomic_save(state, os.path.join(self.exp_dir, "training_states", f"{it}.state"))
             self.logger.info(f"Saved checkpoint at iter {it}")
         self.barrier()
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Continue from a training state exactly: weights, optimizer, RNGs, hook states."""
-        self.model.load_state_dict(state["params"])
-        if self.ema is not None:
-            if "params_ema" not in state:
-                raise LLCVError("train.ema_decay: the resumed state has no EMA weights; "
-                                "resume with the same train.ema_decay as the original run")
-            self.ema.module.load_state_dict(state["params_ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.state.load_state_dict(state)
         rngs = state["rng"]
         ckpt.set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         if state["world_size"] != self.dist.world_size:
             self.logger.warning(f"resuming with {self.dist.world_size} process(es), saved with "
                                 f"{state['world_size']}: the data order differs from the original run")
         for hook in self.hooks:
-            hook.load_state_dict(state["hooks"].get(type(hook).__name__, {}))
+            hook.load_state_dict(state["hooks"].get(hook.name, {}))
+        self.call_hooks("after_load_checkpoint", state)
         self.logger.info(f"Resumed from {self.resume_path} at iter {state['iter']}")

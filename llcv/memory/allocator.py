@@ -32,8 +32,8 @@ from torch import nn
 
 from llcv.errors import OptionError
 from llcv.memory.tracker import LiveStorageTracker
+from llcv.utils import MB
 
-MB = 1024.0 ** 2
 METHODS = ("auto", "profiler", "tensors")
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +38,9 @@ from llcv.errors import LLCVError, OptionError
 from llcv.memory.naming import ModuleNames
 from llcv.memory.tracker import LiveStorageTracker, StorageInfo
 from llcv.memory.workspace import kernel_extra
+from llcv.registry import OPTIMIZERS, lookup
+from llcv.utils import MB, is_int, module_device, module_modes
 
-MB = 1024.0 ** 2
 KINDS = ("weight", "input", "optimizer_state", "gradient", "activation", "transient")
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss, "mse": F.mse_loss}
@@ -103,9 +104,8 @@ class MemoryEstimate:
 def _target_device(model: nn.Module, device: Any) -> torch.device:
     if device is not None:
         return torch.device(device)
-    for t in list(model.parameters()) + list(model.buffers()):
-        return torch.device("cpu") if t.device.type == "meta" else t.device
-    return torch.device("cpu")
+    found = module_device(model)
+    return torch.device("cpu") if found.type == "meta" else found
 
 
 def _amp_dtype(amp: Union[bool, torch.dtype, str, None], device: torch.device):
@@ -132,28 +132,14 @@ def _optimizer_factory(spec: Union[str, Mapping[str, Any]], device: torch.device
                        kwargs: Optional[Mapping[str, Any]]) -> tuple[type, dict[str, Any]]:
     """The torch optimizer class named by ``spec`` and its options, with the implementation
     (foreach or single-tensor) that a real run on ``device`` uses."""
-    from llcv.engine.optim import OPTIMIZERS, lookup
-
     cfg = {"type": spec} if isinstance(spec, str) else dict(spec)
-    cls = lookup(OPTIMIZERS, cfg.get("type"), "optimizer.type", "optimizer")
+    cls = lookup(OPTIMIZERS, cfg.get("type"), "optimizer.type")
     options = {"lr": 1e-3, **{k: v for k, v in cfg.items() if k != "type"}, **(kwargs or {})}
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     if options.get("foreach") is None:
         # torch picks foreach for real CUDA tensors; meta/fake tensors would fool that check.
         options["foreach"] = device.type in ("cuda", "xpu")
     return cls, options
-
-
-@contextlib.contextmanager
-def _mode(model: nn.Module, training: bool) -> Iterator[None]:
-    """Put every module in train/eval mode, restore each one's mode afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.train(training)
-    try:
-        yield
-    finally:
-        for m, was in modes.items():
-            m.training = was
 
 
 # ---------------------------------------------------------------------- the run
@@ -285,7 +271,7 @@ def _result(run: _Run, gradients: set[int], meta: dict[str, Any]) -> MemoryEstim
 
 def _check_args(input_shape: Sequence[int], mode: str) -> tuple[int, ...]:
     shape = tuple(input_shape)
-    if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n <= 0 for n in shape):
+    if not shape or any(not is_int(n) or n <= 0 for n in shape):
         raise OptionError(f"input_shape: expected positive integers like [1, 3, 256, 256], "
                           f"got {list(input_shape)!r}")
     if mode not in ("inference", "train"):
@@ -346,7 +332,7 @@ class _Spec:
 def _execute(spec: _Spec) -> tuple[_Run, set[int]]:
     """Build the data-less weights and inputs and run the step; returns the run and grads."""
     run = _Run(spec.model, spec.device, spec.dtype, spec.train, spec.workspace)
-    with FakeTensorMode(allow_non_fake_inputs=True), _mode(spec.model, spec.train):
+    with FakeTensorMode(allow_non_fake_inputs=True), module_modes(spec.model, spec.train):
         run.build_state()
         x = run.input(spec.shape, "input")
         optimizer = target = None

@@ -10,7 +10,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 from torch import nn
 
-from llcv.memory.estimate import MB, MemoryEstimate, estimate_peak_memory
+from llcv.memory.estimate import MemoryEstimate, estimate_peak_memory
+from llcv.utils import MB
 
 
 def structure_key(model: nn.Module) -> tuple:
@@ -26,7 +27,8 @@ class MemoryEstimateFields:
     """``mem/est_train_peak_mb`` at ``train_shape`` and ``mem/est_infer_peak_mb`` at
     ``val_shape`` (either may be None) for the current model, cached per structure.
 
-    ``optimizer`` is the ``train.optim_g`` section (or a name); ``device`` the run's device.
+    ``optimizer`` is the ``train.optim_g`` section (or a name); ``device`` the run's device;
+    ``train_target_shape`` the loss target's shape (the GT batch; default: the input's).
     ``extra_train_bytes`` is memory the training process holds beside the step (e.g. an EMA
     copy of the weights), added to the training figure. ``kernel_workspace=False`` leaves out CPU
     kernels' internal scratch buffers, to compare with a measurement that counts tensors only.
@@ -34,9 +36,10 @@ class MemoryEstimateFields:
 
     def __init__(self, train_shape: Optional[Sequence[int]], val_shape: Optional[Sequence[int]],
                  optimizer: Any = "AdamW", device: Any = None, amp: Any = False,
-                 loss: Any = "l1", extra_train_bytes: int = 0,
-                 kernel_workspace: bool = True) -> None:
+                 loss: Any = "l1", train_target_shape: Optional[Sequence[int]] = None,
+                 extra_train_bytes: int = 0, kernel_workspace: bool = True) -> None:
         self.train_shape = None if train_shape is None else list(train_shape)
+        self.train_target_shape = None if train_target_shape is None else list(train_target_shape)
         self.val_shape = None if val_shape is None else list(val_shape)
         self.optimizer, self.device, self.amp, self.loss = optimizer, device, amp, loss
         self.extra_train_bytes = extra_train_bytes
@@ -59,6 +62,7 @@ class MemoryEstimateFields:
         if self.train_shape is not None:
             est = estimate_peak_memory(model, self.train_shape, "train", self.optimizer,
                                        amp=self.amp, device=self.device, loss=self.loss,
+                                       target_shape=self.train_target_shape,
                                        kernel_workspace=self.kernel_workspace)
             self.estimates["train"] = est
             figures["mem/est_train_peak_mb"] = (est.total + self.extra_train_bytes) / MB

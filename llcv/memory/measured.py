@@ -12,7 +12,8 @@ import sys
 
 import torch
 
-MB = 1024.0 ** 2
+from llcv.utils import MB
+
 
 
 def _read_status_kb(*fields: str) -> dict[str, float]:

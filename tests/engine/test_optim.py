@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from llcv.engine.optim import LRSchedule, build_optimizer
+from llcv.optim.optimizers import build_optimizer
+from llcv.optim.schedulers import LRSchedule
 from llcv.errors import OptionError
 
 
@@ -46,5 +47,5 @@ def test_apply_sets_group_lr_from_initial_lr():
 
 
 def test_unknown_optimizer_named():
-    with pytest.raises(OptionError, match=r"train.optim_g.type: unknown optimizer 'Adamm'.*Adam"):
+    with pytest.raises(OptionError, match=r"train.optim_g.type: unknown optimizer type 'Adamm'.*Adam"):
         build_optimizer([], {"type": "Adamm", "lr": 1})

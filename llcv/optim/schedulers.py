@@ -1,25 +1,19 @@
-"""Optimizers and closed-form learning-rate schedules.
+"""Closed-form learning-rate schedules for ``train.scheduler``.
 
-A schedule gives the LR factor as a pure function of the iteration, so resuming (or rebuilding
-the optimizer after pruning) only needs the iteration number, never a scheduler's hidden state.
+A schedule gives the LR as a pure function of the iteration, so resuming (or rebuilding the
+optimizer after pruning) needs only the iteration number, never a scheduler's hidden state.
 """
 from __future__ import annotations
 
-import difflib
 import math
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from llcv.errors import OptionError
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "Adam": torch.optim.Adam,
-    "AdamW": torch.optim.AdamW,
-    "SGD": torch.optim.SGD,
-}
+from llcv.registry import SCHEDULERS, build
 
 
+@SCHEDULERS.register_module()
 class MultiStepLR:
     """``base_lr * gamma ** (number of milestones <= step)``."""
 
@@ -30,6 +24,7 @@ class MultiStepLR:
         return base_lr * self.gamma ** sum(1 for m in self.milestones if step >= m)
 
 
+@SCHEDULERS.register_module()
 class CosineAnnealingLR:
     """Half-cosine from the base LR at iteration 0 down to ``eta_min`` at ``T_max``."""
 
@@ -45,31 +40,8 @@ class CosineAnnealingLR:
 class ConstantLR:
     """The base LR throughout (used when no scheduler is given)."""
 
-    def __init__(self, total_iter: int) -> None:
-        del total_iter
-
     def lr(self, base_lr: float, step: int) -> float:
         return base_lr
-
-
-SCHEDULES: dict[str, type] = {"MultiStepLR": MultiStepLR, "CosineAnnealingLR": CosineAnnealingLR}
-
-
-def lookup(table: Mapping[str, Any], name: Any, key: str, kind: str) -> Any:
-    """Find ``name`` in ``table``; an unknown name fails with close matches."""
-    if name not in table:
-        close = difflib.get_close_matches(str(name), list(table), n=2)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise OptionError(f"{key}: unknown {kind} '{name}'; {hint}available: {', '.join(table)}")
-    return table[name]
-
-
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any],
-                    key: str = "train.optim_g") -> torch.optim.Optimizer:
-    """Build the optimizer named by ``cfg['type']`` over the parameters that require grad."""
-    cls = lookup(OPTIMIZERS, cfg["type"], f"{key}.type", "optimizer")
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k != "type"}
-    return cls([p for p in params if p.requires_grad], **kwargs)
 
 
 class LRSchedule:
@@ -81,11 +53,8 @@ class LRSchedule:
 
     def __init__(self, cfg: Mapping[str, Any] | None, total_iter: int, warmup_iter: int = -1,
                  key: str = "train.scheduler") -> None:
-        if cfg is None:
-            self.schedule = ConstantLR(total_iter)
-        else:
-            cls = lookup(SCHEDULES, cfg["type"], f"{key}.type", "scheduler")
-            self.schedule = cls(total_iter, **{k: v for k, v in cfg.items() if k != "type"})
+        self.schedule = ConstantLR() if cfg is None else \
+            build(SCHEDULERS, cfg, key, total_iter=total_iter)
         self.warmup_iter = warmup_iter
 
     def lr_at(self, base_lr: float, it: int) -> float:

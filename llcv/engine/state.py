@@ -1,0 +1,75 @@
+"""Everything that trains, in one object: the network and its spec, the train-time wrapper (DDP),
+the optimizer, the LR schedule and the training step.
+
+The training step and hooks get this object instead of reaching into the runner. Replacing the
+network by a pruned one (:meth:`TrainState.replace`) rebuilds the wrapper and the optimizer
+around the new parameters, carrying the optimizer state of kept channels over by name.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from llcv.engine.dist import DistInfo
+from llcv.models.base import TrainStep
+from llcv.network import Plan, Spec, transfer
+from llcv.optim.optimizers import build_optimizer, rebuild_optimizer
+from llcv.optim.schedulers import LRSchedule
+
+
+def wrap_for_training(model: nn.Module, dist: DistInfo, device: torch.device) -> nn.Module:
+    """``model`` itself, or a DistributedDataParallel wrapper of it when the run has peers."""
+    if not dist.distributed:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+class TrainState:
+    """The network being trained with what updates it; ``state_dict`` holds all of it."""
+
+    def __init__(self, model: nn.Module, spec: Spec, optim_cfg: Mapping[str, Any],
+                 lr_schedule: LRSchedule, step: TrainStep, dist: DistInfo,
+                 device: torch.device) -> None:
+        self.model, self.spec = model, spec
+        self.lr_schedule, self.step = lr_schedule, step
+        self.dist, self.device = dist, device
+        self.optimizer = build_optimizer(model.parameters(), optim_cfg)
+        self.train_model = wrap_for_training(model, dist, device)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The network's optimizer first, then the step's own (e.g. a discriminator's)."""
+        return [self.optimizer, *self.step.optimizers().values()]
+
+    def apply_lr(self, it: int) -> list[float]:
+        """Set every optimizer's LRs for iteration ``it``; returns the network's."""
+        lrs = [self.lr_schedule.apply(opt, it) for opt in self.optimizers()]
+        return lrs[0]
+
+    def resident(self) -> list[Any]:
+        """What the training process keeps on the device besides one step's tensors."""
+        return [self.model, *self.optimizers(), *self.step.held()]
+
+    def replace(self, plan: Plan, spec: Spec) -> None:
+        """Swap in the network ``spec`` describes, built from the current one sliced by ``plan``:
+        new wrapper, optimizer state carried over by parameter name; the old objects are
+        dropped (nothing here keeps a reference to them)."""
+        old_model, old_optimizer = self.model, self.optimizer
+        self.train_model = None  # release the old DDP wrapper before building the new one
+        self.model = transfer(old_model, plan, spec, self.device)
+        self.optimizer = rebuild_optimizer(old_optimizer, old_model, self.model, plan)
+        self.spec = spec
+        self.train_model = wrap_for_training(self.model, self.dist, self.device)
+        self.step.after_model_replaced(self, plan)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"params": self.model.state_dict(), "network": self.spec,
+                "optimizer": self.optimizer.state_dict(), "step": self.step.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore weights, optimizer and step state (the network must already fit them)."""
+        self.model.load_state_dict(state["params"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step.load_state_dict(state.get("step", {}))

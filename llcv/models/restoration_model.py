@@ -1,0 +1,61 @@
+"""The plain restoration step: forward, the weighted sum of the configured losses, backward, step.
+
+Registered under BasicSR's, NAFNet's and Restormer's ``model_type`` names for image restoration
+and super-resolution, which all train this way.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from llcv.errors import LLCVError
+from llcv.models.base import TrainStep
+from llcv.registry import LOSSES, MODELS, build
+
+
+@MODELS.register_module(name=["ImageRestorationModel", "SRModel", "ImageCleanModel"])
+class ImageRestorationModel(TrainStep):
+    """``lq -> network -> output``; every ``train.*_opt`` loss against ``gt``."""
+
+    loss_keys = {"pixel_opt": "l_pix", "perceptual_opt": "l_percep", "ssim_opt": "l_ssim",
+                 "frequency_opt": "l_freq"}
+
+    def __init__(self, opt: Mapping[str, Any], device: torch.device) -> None:
+        super().__init__(opt, device)
+        train = opt["train"]
+        self.losses = {name: build(LOSSES, train[key], f"train.{key}").to(device)
+                       for key, name in self.loss_keys.items() if key in train}
+        if not self.losses:
+            raise LLCVError(f"train: no loss given; add e.g. train.pixel_opt: {{type: L1Loss}} "
+                            f"(loss sections: {', '.join(self.loss_keys)})")
+        self.grad_clip_norm = train["grad_clip_norm"]
+
+    def __call__(self, state: Any, batch: Mapping[str, Any], it: int) -> dict[str, float]:
+        lq = batch["lq"].to(self.device, non_blocking=True)
+        gt = batch["gt"].to(self.device, non_blocking=True)
+        state.optimizer.zero_grad(set_to_none=True)
+        output = state.train_model(lq)
+        terms = {name: loss(output, gt) for name, loss in self.losses.items()}
+        values = {name: term.item() for name, term in terms.items()}
+        check_finite(values, it)
+        sum(terms.values()).backward()
+        if self.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(state.model.parameters(), self.grad_clip_norm)
+        state.optimizer.step()
+        return {f"train/{name}": value for name, value in values.items()}
+
+    def memory_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        losses = list(self.losses.values())
+        return lambda out, gt: sum(loss(out, gt) for loss in losses)
+
+
+def check_finite(values: Mapping[str, float], it: int) -> None:
+    """Stop with the term's name when a loss is NaN or infinite."""
+    for name, value in values.items():
+        if not np.isfinite(value):
+            raise LLCVError(
+                f"train: loss {name} is {value} at iter {it}; the last checkpoint is intact — "
+                f"lower train.optim_g.lr, set train.grad_clip_norm, or check the data")
