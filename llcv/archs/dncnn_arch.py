@@ -27,6 +27,9 @@ def _check_args(in_ch: int, depth: int, features: int) -> None:
 class DnCNN(nn.Module):
     """Plain full-resolution conv denoiser; ``residual`` makes it predict the noise to subtract."""
 
+    #: How llcv.pruners prunes it (see llcv/pruners/arch_config.py).
+    pruning = {"image_channels": "in_ch", "width_options": ["features"]}
+
     def __init__(self, in_ch: int = 1, depth: int = 17, features: int = 64, use_bn: bool = True,
                  residual: bool = True, device=None, dtype=None) -> None:
         super().__init__()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llcv.archs.layers import pad_to_multiple
+from llcv.archs.layers import check_padding_mode, pad_to_multiple
 from llcv.errors import ArgumentError
 from llcv.registry import ARCHS
 
@@ -104,11 +104,17 @@ class NAFNet(nn.Module):
     Defaults are the published SIDD model NAFNet-width32 (29,159,715 parameters).
     """
 
+    #: How llcv.pruners prunes it (see llcv/pruners/arch_config.py).
+    pruning = {"image_channels": "img_channel", "width_options": ["width"]}
+
     def __init__(self, img_channel: int = 3, width: int = 32, middle_blk_num: int = 12,
                  enc_blk_nums: Sequence[int] = (2, 2, 4, 8),
-                 dec_blk_nums: Sequence[int] = (2, 2, 2, 2), device=None, dtype=None) -> None:
+                 dec_blk_nums: Sequence[int] = (2, 2, 2, 2), padding_mode: str = "replicate",
+                 device=None, dtype=None) -> None:
         super().__init__()
         _check_args(img_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums)
+        #: How H, W are padded to ``size_multiple``: ``zeros`` is the reference code's.
+        self.padding_mode = check_padding_mode(padding_mode)
         kw = {"device": device, "dtype": dtype}
         #: H and W are padded to a multiple of this; tiled inference should use tile sizes of it.
         self.size_multiple: int = 2 ** len(enc_blk_nums)
@@ -131,7 +137,7 @@ class NAFNet(nn.Module):
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         """Restore an NCHW image batch of any spatial size."""
         h, w = inp.shape[-2:]
-        x = self.intro(pad_to_multiple(inp, self.size_multiple))
+        x = self.intro(pad_to_multiple(inp, self.size_multiple, self.padding_mode))
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             x = encoder(x)

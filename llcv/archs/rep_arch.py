@@ -41,7 +41,6 @@ class RepBlock(nn.Module):
                  dtype=None) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.in_ch, self.out_ch = in_ch, out_ch
         self.deploy = deploy
         if deploy:
             self.fused = nn.Conv2d(in_ch, out_ch, 3, padding=1, **kw)
@@ -65,8 +64,9 @@ class RepBlock(nn.Module):
         k1, b1 = fold_bn(self.branch1x1[0].weight, self.branch1x1[1])
         kernel, bias = kernel + F.pad(k1, (1, 1, 1, 1)), bias + b1
         if self.branch_identity is not None:
-            eye = torch.zeros_like(kernel)
-            eye[torch.arange(self.out_ch), torch.arange(self.in_ch), 1, 1] = 1.0
+            eye = torch.zeros_like(kernel)  # in == out channels (read from the weights)
+            channels = torch.arange(kernel.shape[0])
+            eye[channels, channels, 1, 1] = 1.0
             k_id, b_id = fold_bn(eye, self.branch_identity)
             kernel, bias = kernel + k_id, bias + b_id
         return kernel, bias
@@ -76,8 +76,8 @@ class RepBlock(nn.Module):
         if self.deploy:
             return
         kernel, bias = self.fused_kernel_bias()
-        self.fused = nn.Conv2d(self.in_ch, self.out_ch, 3, padding=1, device=kernel.device,
-                               dtype=kernel.dtype)
+        self.fused = nn.Conv2d(kernel.shape[1], kernel.shape[0], 3, padding=1,
+                               device=kernel.device, dtype=kernel.dtype)
         with torch.no_grad():
             self.fused.weight.copy_(kernel)
             self.fused.bias.copy_(bias)
@@ -102,6 +102,9 @@ class RepPlainNet(nn.Module):
     ``features -> in_ch * upscale^2``, PixelShuffle, plus the (nearest-upsampled) input.
     Call ``reparameterize()`` after training (or build with ``deploy: true`` to load such weights).
     """
+
+    #: How llcv.pruners prunes it (see llcv/pruners/arch_config.py).
+    pruning = {"image_channels": "in_ch", "width_options": ["features"]}
 
     def __init__(self, in_ch: int = 3, features: int = 32, num_blocks: int = 8, upscale: int = 1,
                  act: str = "relu", deploy: bool = False, device=None, dtype=None) -> None:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llcv.archs.layers import pad_to_multiple
+from llcv.archs.layers import check_padding_mode, pad_to_multiple
 from llcv.errors import ArgumentError
 from llcv.registry import ARCHS
 
@@ -63,7 +63,8 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, bias: bool, device=None, dtype=None) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.num_heads = num_heads
+        # The number of heads is read from ``temperature`` (one per head), never cached, so a
+        # pruned network (fewer heads or head dims) runs as its tensors say.
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1, **kw))
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias, **kw)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias,
@@ -71,12 +72,13 @@ class Attention(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w)
+        b, _, h, w = x.shape
+        heads = self.temperature.shape[0]
+        q, k, v = (t.reshape(b, heads, -1, h * w)
                    for t in self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1))
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
-        return self.project_out((attn @ v).reshape(b, c, h, w))
+        return self.project_out((attn @ v).reshape(b, -1, h, w))
 
 
 class FeedForward(nn.Module):
@@ -189,13 +191,19 @@ class Restormer(nn.Module):
     from the patch embedding to the refinement output, and no global residual.
     """
 
+    #: How llcv.pruners prunes it (see llcv/pruners/arch_config.py).
+    pruning = {"image_channels": "inp_channels", "width_options": ["dim"]}
+
     def __init__(self, inp_channels: int = 3, out_channels: int = 3, dim: int = 48,
                  num_blocks: Sequence[int] = (4, 6, 6, 8), num_refinement_blocks: int = 4,
                  heads: Sequence[int] = (1, 2, 4, 8), ffn_expansion_factor: float = 2.66,
                  bias: bool = False, LayerNorm_type: str = "WithBias",  # noqa: N803 (option name)
-                 dual_pixel_task: bool = False, device=None, dtype=None) -> None:
+                 dual_pixel_task: bool = False, padding_mode: str = "replicate", device=None,
+                 dtype=None) -> None:
         super().__init__()
         _check_args(dim, num_blocks, heads, LayerNorm_type)
+        #: How H, W are padded to ``size_multiple``: ``reflect`` is the reference test code's.
+        self.padding_mode = check_padding_mode(padding_mode)
         if not dual_pixel_task and out_channels != inp_channels:
             raise ArgumentError(f"out_channels: must equal inp_channels ({inp_channels}) "
                                     f"because the output is input + residual; got {out_channels!r}")
@@ -243,5 +251,5 @@ class Restormer(nn.Module):
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         """Restore an NCHW image batch of any spatial size."""
         h, w = inp.shape[-2:]
-        out = self.body(pad_to_multiple(inp, self.size_multiple))[..., :h, :w]
+        out = self.body(pad_to_multiple(inp, self.size_multiple, self.padding_mode))[..., :h, :w]
         return out if self.dual_pixel_task else out + inp

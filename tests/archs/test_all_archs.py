@@ -1,6 +1,7 @@
 """The contract every registered architecture keeps, checked on a tiny configuration of each.
 
-A new arch must add its tiny configuration here (the first test fails until it does).
+A new arch must add its tiny configuration here (the first test fails until it does). An
+upscaling arch says so with an ``upscale`` attribute: its output is the input times it.
 """
 import io
 
@@ -9,20 +10,32 @@ import torch
 
 from llcv.registry import ARCHS, build, registered_names
 
-TINY = {  # name -> (options, input channels, expected size_multiple)
-    "UNet": ({"widths": [4, 8, 16], "blocks": [1, 2, 1]}, 3, 4),
-    "NAFNet": ({"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}, 3, 4),
+TINY = {  # name -> (options, input channels, expected size_multiple, upscale)
+    "UNet": ({"widths": [4, 8, 16], "blocks": [1, 2, 1]}, 3, 4, 1),
+    "NAFNet": ({"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]},
+               3, 4, 1),
+    "NAFNetLocal": ({"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1],
+                     "dec_blk_nums": [1, 1], "train_size": [1, 3, 8, 8]}, 3, 4, 1),
     "Restormer": ({"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1,
-                   "heads": [1, 2, 2, 4]}, 3, 8),
-    "DnCNN": ({"in_ch": 3, "depth": 4, "features": 8}, 3, 1),
-    "RepPlainNet": ({"features": 8, "num_blocks": 2}, 3, 1),
+                   "heads": [1, 2, 2, 4]}, 3, 8, 1),
+    "DnCNN": ({"in_ch": 3, "depth": 4, "features": 8}, 3, 1, 1),
+    "RepPlainNet": ({"features": 8, "num_blocks": 2}, 3, 1, 1),
+    "EDSR": ({"num_feat": 8, "num_block": 1, "upscale": 2}, 3, 1, 2),
+    "RCAN": ({"num_feat": 8, "num_group": 1, "num_block": 1, "squeeze_factor": 2, "upscale": 3},
+             3, 1, 3),
+    "MSRResNet": ({"num_feat": 8, "num_block": 1, "upscale": 4}, 3, 1, 4),
+    "RRDBNet": ({"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 2}, 3, 2, 2),
+    "SRVGGNetCompact": ({"num_in_ch": 1, "num_out_ch": 1, "num_feat": 8, "num_conv": 2,
+                         "upscale": 4}, 1, 1, 4),
+    "SwinIR": ({"img_size": 8, "embed_dim": 8, "depths": [2], "num_heads": [2], "window_size": 4,
+                "mlp_ratio": 2, "upsampler": "pixelshuffle", "upscale": 2}, 3, 4, 2),
 }
 SIZES = [(13, 7), (17, 23), (1, 1), (16, 8)]
 
 
 def tiny(name: str, seed: int = 0, **kwargs):
     torch.manual_seed(seed)
-    options, _, _ = TINY[name]
+    options = TINY[name][0]
     return build(ARCHS, {"type": name, **options}, "network_g", **kwargs)
 
 
@@ -30,15 +43,34 @@ def test_every_registered_arch_has_a_tiny_configuration():
     assert set(registered_names(ARCHS)) == set(TINY)
 
 
+def expected_shape(name: str, x: torch.Tensor) -> tuple[int, ...]:
+    n, c, h, w = x.shape
+    scale = TINY[name][3]
+    return n, c, h * scale, w * scale
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_any_input_size_keeps_shape(name):
+def test_any_input_size_gives_input_size_times_upscale(name):
     model = tiny(name).eval()
-    channels, multiple = TINY[name][1], TINY[name][2]
+    channels, multiple, scale = TINY[name][1:]
     assert model.size_multiple == multiple
+    assert getattr(model, "upscale", 1) == scale
     with torch.no_grad():
         for h, w in SIZES:
             x = torch.rand(2, channels, h, w)
-            assert model(x).shape == x.shape
+            assert model(x).shape == expected_shape(name, x)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_backward_reaches_every_parameter(name):
+    model = tiny(name).train()
+    with torch.no_grad():  # zero-initialised scales (NAFNet's beta/gamma) would stop gradients
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.1)
+    model(torch.rand(2, TINY[name][1], 9, 10)).square().mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -61,5 +93,5 @@ def test_state_dict_round_trip_gives_identical_outputs(name):
 def test_builds_on_meta_device(name):
     model = tiny(name, device="meta")
     assert all(p.device.type == "meta" for p in model.parameters())
-    x = torch.empty(1, TINY[name][1], 16, 16, device="meta")
-    assert model(x).shape == x.shape
+    x = torch.empty(1, TINY[name][1], 16, 12, device="meta")
+    assert model(x).shape == expected_shape(name, x)

@@ -9,8 +9,8 @@ from llcv.degradations.base import Degradation
 from llcv.registry import DEGRADATIONS, build, registered_names
 
 NAMES = registered_names(DEGRADATIONS)
-RESIZING = {"Resize", "RealWorldChain"}
-DETERMINISTIC = {"Identity"}
+RESIZING = {"Resize", "RealWorldChain", "BicubicDownsample"}
+DETERMINISTIC = {"Identity", "BicubicDownsample"}
 REQUIRED = {   # combinators need children; everything else builds from its defaults
     "Compose": {"degradations": [{"type": "GaussianBlur"}, {"type": "GaussianNoise"}]},
     "RandomChoice": {"degradations": [{"type": "MotionBlur"}, {"type": "PoissonNoise"}]},
