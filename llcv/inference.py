@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from llcv.errors import LLCVError
-from llcv.memory.estimate import MB, estimate_peak_memory
+from llcv.memory.estimate import estimate_peak_memory
 from llcv.memory.fields import structure_key
+from llcv.utils import MB, module_device, module_modes
 
 _PEAKS: dict[tuple, int] = {}  # estimated window peaks, by model structure and window shape
 _RADII: dict[tuple, Optional[int]] = {}
@@ -46,22 +47,13 @@ def size_multiple(model: nn.Module) -> int:
 
 
 def _device(model: nn.Module, device: Any) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    first = next(iter(model.parameters()), None)
-    return torch.device("cpu") if first is None else first.device
+    return module_device(model) if device is None else torch.device(device)
 
 
 @contextlib.contextmanager
 def _eval(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        for m, was in modes.items():
-            m.training = was
+    with module_modes(model, False), torch.inference_mode():
+        yield
 
 
 # ---------------------------------------------------------------------- receptive field
@@ -87,6 +79,9 @@ def _probe_radius(model: nn.Module, channels: int, device: torch.device,
     radius = 0
     with _eval(model):
         base = model(x)
+        up = base.shape[-1] // size  # output pixels per input pixel (super-resolution)
+        if up < 1 or tuple(base.shape[-2:]) != (size * up, size * up):
+            return None  # not a per-pixel map of the input (e.g. global pooling)
         scale = float(base.abs().max()) + 1e-12
         for phase in range(min(m, 4)):
             c = size // 2 + phase
@@ -96,7 +91,7 @@ def _probe_radius(model: nn.Module, channels: int, device: torch.device,
             ys, xs = torch.nonzero(changed, as_tuple=True)
             if len(ys) == 0:
                 continue
-            r = int(max((ys - c).abs().max(), (xs - c).abs().max()))
+            r = int(max((ys // up - c).abs().max(), (xs // up - c).abs().max()))
             if r >= size // 2 - m:
                 return None
             radius = max(radius, r)
@@ -231,18 +226,20 @@ class _Runner:
         self.image, self.scale = _to_float(image)
         self.dtype = next(iter(model.parameters()), torch.empty(0)).dtype
 
-    def __call__(self, wy: Window, wx: Window) -> np.ndarray:
+    def __call__(self, wy: Window, wx: Window) -> tuple[np.ndarray, int]:
+        """The HWC output of the window and the model's upscaling factor."""
         crop = self.image[wy.start:wy.stop, wx.start:wx.stop]
         chw = np.ascontiguousarray(crop.transpose(2, 0, 1), dtype=np.float32)
         if self.scale != 1.0:
             chw /= self.scale
         x = torch.from_numpy(chw)[None].to(self.device, self.dtype)
         y = self.model(x)
-        if y.shape[-2:] != x.shape[-2:]:
-            raise LLCVError(f"model: tiled inference needs an output of the input's size; "
-                            f"{type(self.model).__name__} maps {list(x.shape)} to "
-                            f"{list(y.shape)}")
-        return y[0].float().permute(1, 2, 0).cpu().numpy()
+        up = y.shape[-1] // x.shape[-1]
+        if up < 1 or tuple(y.shape[-2:]) != (x.shape[-2] * up, x.shape[-1] * up):
+            raise LLCVError(f"model: tiled inference needs an output of the input's size times "
+                            f"an integer scale; {type(self.model).__name__} maps "
+                            f"{list(x.shape)} to {list(y.shape)}")
+        return y[0].float().permute(1, 2, 0).cpu().numpy(), up
 
 
 def _progress(total: int, enabled: bool):
@@ -258,8 +255,10 @@ def tiled_inference(model: nn.Module, image: np.ndarray, tile: int, overlap: Opt
 
     ``tile``: window side, rounded down to ``size_multiple``; ``overlap``: context per side
     (default: the receptive-field radius); ``feather``: blend half-width (default: exact when
-    ``overlap`` covers the receptive field). Returns an HWC array of ``out_dtype`` (float32
-    unclipped, or uint8/uint16 clipped and rounded) with the model's output channels.
+    ``overlap`` covers the receptive field). All three are in input pixels; a super-resolution
+    model's windows come out ``scale`` times larger and are blended with the same weights,
+    repeated. Returns an HWC array of ``out_dtype`` (float32 unclipped, or uint8/uint16 clipped
+    and rounded) with the model's output channels and size.
     """
     device = _device(model, device)
     m = size_multiple(model)
@@ -272,21 +271,24 @@ def tiled_inference(model: nn.Module, image: np.ndarray, tile: int, overlap: Opt
     run = _Runner(model, image, device)
     out: Optional[np.ndarray] = None
     band, band_start = None, 0
+    up = 1
     with _eval(model), _progress(len(rows) * len(cols), progress) as bar:
         for i, wy in enumerate(rows):
-            row_weight = axis_weights(wy, h, feather)[:, None, None]
+            row_weight = axis_weights(wy, h, feather)
             for wx, col_weight in zip(cols, col_weights):
-                y = run(wy, wx)
+                y, up = run(wy, wx)
                 if out is None:
-                    out = np.empty((h, w, y.shape[2]), dtype=out_dtype)
-                    band = np.zeros((tile, w, y.shape[2]), dtype=np.float32)
-                band[wy.start - band_start:wy.stop - band_start, wx.start:wx.stop] += \
-                    y * (row_weight * col_weight[None, :, None])
+                    out = np.empty((h * up, w * up, y.shape[2]), dtype=out_dtype)
+                    band = np.zeros((tile * up, w * up, y.shape[2]), dtype=np.float32)
+                weight = np.repeat(row_weight, up)[:, None] * np.repeat(col_weight, up)[None, :]
+                band[(wy.start - band_start) * up:(wy.stop - band_start) * up,
+                     wx.start * up:wx.stop * up] += y * weight[:, :, None]
                 del y  # frees the model's output before the next window runs
                 bar.update(1)
             done = h if i + 1 == len(rows) else rows[i + 1].start
-            out[band_start:done] = _from_float(band[:done - band_start], out.dtype)
-            band = _shift(band, done - band_start)
+            out[band_start * up:done * up] = _from_float(band[:(done - band_start) * up],
+                                                          out.dtype)
+            band = _shift(band, (done - band_start) * up)
             band_start = done
     return out
 

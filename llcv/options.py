@@ -7,15 +7,18 @@ the signature of the registered class, so a misspelt argument is named before an
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import re
+import sys
 from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
 from llcv.data.loader import DATASET_LOADER_KEYS, dataset_kwargs
+from llcv.data.progressive import ProgressivePatches
 from llcv.errors import OptionError
-from llcv.registry import MODELS, lookup
+from llcv.registry import DATASETS, MODELS, lookup
 from llcv.schema import (BOOL, FLOAT, INT, OPT_STR, STR, Component, Key, MapOf, check_component,
                          check_key, check_section, reject_unknown)
 
@@ -57,6 +60,7 @@ SCHEMA: dict[str, Any] = {
     "dist_params": {
         "backend": Key(STR, "auto", ("auto", "gloo", "nccl")),
         "timeout": Key(FLOAT, 1800.0, low=1.0),  # seconds a collective may wait for a peer
+        "port": Key((int, type(None)), None, low=1),  # MASTER_PORT when the launcher sets none
     },
     "network_g": Component("arch"),
     "path": {
@@ -81,6 +85,23 @@ SCHEMA: dict[str, Any] = {
     },
 }
 OPTIONAL_SECTIONS = ("val",)
+
+# Keys of BasicSR / NAFNet / Restormer option files that llcv reads under another name.
+RENAMED = {"path.pretrain_model_g": "path.pretrain_network_g", "path.strict_load": "path.strict_load_g"}
+# Keys of those files that llcv accepts but does not need: what llcv does instead.
+NOT_NEEDED = {
+    "logger.wandb": "llcv logs to TensorBoard and metrics.jsonl, not to wandb "
+                    "(tensorboard --logdir experiments/)",
+    "val.rgb2bgr": "llcv keeps images RGB and writes PNG files in the right channel order",
+    "val.max_minibatch": "validation runs whole images, datasets.val*.batch_size_per_gpu at a time",
+    "val.window_size": "every network pads its input to its own size multiple",
+    "val.suffix": "saved images are named <image>_<iter>.png",
+    "val.pbar": "the main process always shows a progress bar",
+    "path.visualization": "saved images go to experiments/<name>/visualization/",
+    "path.root": "runs go to path.experiments_root/<name>",
+}
+# Restormer's ``train.use_grad_clip: true`` clips the gradient norm to this value.
+RESTORMER_GRAD_CLIP = 0.01
 # Sections with their own checks: ``datasets`` (phase -> loader keys + dataset), ``train``
 # (TRAIN_KEYS plus the training step's keys) and ``custom_hooks`` (MMEngine style:
 # [{type: Name, name: ..., priority: ..., ...arguments}]).
@@ -97,7 +118,12 @@ def load_options(path: str, overrides: Sequence[str] = (), debug: bool = False) 
         logger.update(print_freq=1, save_checkpoint_freq=8)
         if isinstance(opt.get("val"), dict):
             opt["val"]["val_freq"] = 8
-    return validate_options(opt)
+    notes: list[str] = []
+    out = validate_options(opt, notes)
+    if os.environ.get("RANK", "0") == "0":
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    return out
 
 
 def read_yaml(path: str) -> dict:
@@ -155,9 +181,80 @@ def network_options(opt: Mapping[str, Any], path: str) -> dict:
     return opt["network_g"]
 
 
-def validate_options(opt: Mapping[str, Any]) -> dict:
-    """Return a deep copy of ``opt`` with defaults filled in; raise naming the first bad key."""
+def translate_foreign_keys(opt: dict) -> list[str]:
+    """Rewrite, in place, the keys of BasicSR/NAFNet/Restormer files that llcv spells otherwise;
+    drop those it does not need. Returns one note per dropped key, saying what llcv does."""
+    notes = []
+    for old, new in RENAMED.items():
+        value = _pop_path(opt, old)
+        if value is not _ABSENT and _get_path(opt, new) is _ABSENT:
+            _set_path(opt, new, value)
+    for key, note in NOT_NEEDED.items():
+        value = _pop_path(opt, key)
+        if value not in (_ABSENT, None, False):
+            notes.append(f"{key} is not used: {note}")
+    val, train = opt.get("val"), opt.get("train")
+    if isinstance(val, dict):
+        if val.pop("grids", False):
+            raise OptionError("val.grids: llcv validates whole images; for images too large for "
+                              "memory use tools/infer.py --memory-budget-mb (tiled inference)")
+        use_image = val.pop("use_image", None)
+        if use_image is not None and "protocol" not in val:
+            val["protocol"] = "uint8" if use_image else "float"  # NAFNet: metrics on tensors
+    if isinstance(train, dict) and train.pop("use_grad_clip", False):
+        train.setdefault("grad_clip_norm", RESTORMER_GRAD_CLIP)
+    return notes
+
+
+_ABSENT = object()
+
+
+def _get_path(opt: Mapping[str, Any], path: str) -> Any:
+    node: Any = opt
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return _ABSENT
+        node = node[key]
+    return node
+
+
+def _pop_path(opt: dict, path: str) -> Any:
+    parent, _, leaf = path.rpartition(".")
+    node = _get_path(opt, parent) if parent else opt
+    return node.pop(leaf, _ABSENT) if isinstance(node, dict) else _ABSENT
+
+
+def _set_path(opt: dict, path: str, value: Any) -> None:
+    parent, _, leaf = path.rpartition(".")
+    node = opt
+    for key in parent.split(".") if parent else ():
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def _propagate_scale(opt: dict) -> None:
+    """BasicSR's top-level ``scale`` applies to every dataset that takes one (its own wins)."""
+    scale = opt.get("scale", 1)
+    datasets = opt.get("datasets")
+    if scale == 1 or not isinstance(datasets, dict):
+        return
+    for section in datasets.values():
+        if isinstance(section, dict) and "scale" not in section and "type" in section:
+            cls = lookup(DATASETS, section["type"], "datasets.type")
+            if "scale" in inspect.signature(cls).parameters:
+                section["scale"] = scale
+
+
+def validate_options(opt: Mapping[str, Any], notes: Optional[list] = None) -> dict:
+    """Return a deep copy of ``opt`` with defaults filled in; raise naming the first bad key.
+
+    Keys from BasicSR/NAFNet/Restormer files are translated first; ``notes`` (a list) receives
+    a line for each such key llcv does not use.
+    """
     out = copy.deepcopy(dict(opt))
+    found = translate_foreign_keys(out)
+    if notes is not None:
+        notes.extend(found)
     check_key(out, "model_type", SCHEMA["model_type"], "model_type")
     step = lookup(MODELS, out["model_type"], "model_type")
     train_keys = {**TRAIN_KEYS, **{k: Component("loss", required=False) for k in step.loss_keys},
@@ -167,6 +264,9 @@ def validate_options(opt: Mapping[str, Any]) -> dict:
     check_section(out, SCHEMA, "", OPTIONAL_SECTIONS)
     out.update(sections)
     _check_datasets(out, "datasets")
+    _propagate_scale(out)
+    train_set = out["datasets"]["train"]
+    ProgressivePatches.from_section(train_set, train_set.get("scale", 1), 0, 0)  # checks only
     if not isinstance(out.get("train"), dict):
         raise OptionError("train: missing required section (total_iter, optim_g, losses)")
     check_section(out["train"], train_keys, "train.")

@@ -9,7 +9,7 @@ from llcv.errors import LLCVError
 from llcv.inference import (axis_weights, axis_windows, choose_tile, plan_overlap,
                             receptive_field_radius, tiled_inference)
 from llcv.memory import AllocatorPeakMeter, resident_bytes
-from llcv.memory.estimate import MB
+from llcv.utils import MB
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,18 @@ def test_receptive_field_of_plain_and_global_models():
     assert receptive_field_radius(global_model, probe=32) is None
 
 
-def test_models_that_change_the_size_are_refused():
-    upscaler = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2))
-    with pytest.raises(LLCVError, match="output of the input's size"):
-        tiled_inference(upscaler, smooth_image(40, 40), tile=32, overlap=0, progress=False)
+def test_super_resolution_tiles_equal_the_whole_image():
+    torch.manual_seed(0)
+    upscaler = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(8, 12, 3, padding=1), nn.PixelShuffle(2)).eval()
+    assert receptive_field_radius(upscaler, probe=32) == 2  # in input pixels
+    img = smooth_image(45, 53)
+    tiled = tiled_inference(upscaler, img, tile=16, progress=False)
+    assert tiled.shape == (90, 106, 3)
+    np.testing.assert_allclose(tiled, untiled(upscaler, img), atol=1e-5)
+
+
+def test_models_that_shrink_the_image_are_refused():
+    shrinker = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.AvgPool2d(2))
+    with pytest.raises(LLCVError, match="output of the input's size times an integer scale"):
+        tiled_inference(shrinker, smooth_image(40, 40), tile=32, overlap=0, progress=False)

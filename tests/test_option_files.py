@@ -13,7 +13,9 @@ from llcv.network import load_network
 from llcv.options import load_options
 from llcv.registry import ARCHS, MODELS, build
 
-OPTION_FILES = sorted(glob.glob(os.path.join(ROOT, "options", "*.yml")))
+# test_*.yml are test option files (no train section): tests/tools/test_test_tool.py checks them
+OPTION_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "options", "*.yml"))
+                      if not os.path.basename(p).startswith("test_"))
 DEMO_FILES = [p for p in OPTION_FILES if p.endswith("_demo.yml")]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from llcv.engine.dist import free_port  # noqa: E402
 from llcv.engine.hooks import Hook  # noqa: E402
 from llcv.engine.runner import Runner  # noqa: E402
 from llcv.options import validate_options  # noqa: E402
@@ -70,12 +70,6 @@ def worker(rank: int, world: int, port: int, threads: int, root: str, iters: int
         results[world] = (iters - WARMUP) * batch * world / (watch.marks[iters] - watch.marks[WARMUP])
     if world > 1:
         torch.distributed.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -29,8 +29,8 @@ import torch.nn.functional as F  # noqa: E402
 from llcv.memory.allocator import AllocatorPeakMeter, resident_bytes  # noqa: E402
 from llcv.memory.estimate import estimate_peak_memory  # noqa: E402
 from llcv.registry import ARCHS, build  # noqa: E402
+from llcv.utils import MB  # noqa: E402
 
-MB = 1024.0 ** 2
 MODELS = {
     "UNet": {"type": "UNet", "widths": [16, 32, 64], "blocks": [1, 1, 1]},
     "NAFNet": {"type": "NAFNet", "width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1,

@@ -25,7 +25,7 @@ from llcv.archs.unet_arch import UNet  # noqa: E402
 from llcv.inference import (axis_windows, choose_tile, plan_overlap,  # noqa: E402
                             receptive_field_radius, tile_peak_bytes, tiled_inference)
 from llcv.memory import AllocatorPeakMeter, MemoryMeter, resident_bytes  # noqa: E402
-from llcv.memory.estimate import MB  # noqa: E402
+from llcv.utils import MB  # noqa: E402
 
 
 def synthetic_photo(h: int, w: int) -> np.ndarray:

@@ -111,7 +111,7 @@ def restore(model, path: str, args: argparse.Namespace, device) -> tuple[str, st
     import numpy as np
 
     from llcv.inference import choose_tile, plan_overlap, tiled_inference, tile_peak_bytes
-    from llcv.memory.estimate import MB
+    from llcv.utils import MB
 
     img = read_image(path, input_channels(model))
     h, w, c = img.shape

@@ -7,7 +7,6 @@ convolutions (incl. transposed/grouped), matrix products and attention kernels; 
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -16,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from llcv.memory.naming import tensors_in
+from llcv.utils import module_device, module_modes
 
 FLOPS_CONVENTION = ("FLOPs = 2 x MACs, counted by torch.utils.flop_counter.FlopCounterMode "
                     "(convolutions, matmuls, attention; element-wise ops not counted)")
@@ -106,12 +106,6 @@ def _own_macs(model: nn.Module, flop_counts: dict[str, dict[Any, int]],
     return own
 
 
-def _infer_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a stateless model)."""
-    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return torch.device("cpu") if tensor is None else tensor.device
-
-
 def profile_model(model: nn.Module, input_shape: Sequence[int],
                   dtype: torch.dtype = torch.float32) -> ModelProfile:
     """Run one eval-mode, no-grad forward on a random input on the model's device and measure it.
@@ -119,18 +113,15 @@ def profile_model(model: nn.Module, input_shape: Sequence[int],
     On the meta device nothing is computed, so any resolution profiles instantly.
     The train/eval mode of every submodule is restored afterwards.
     """
-    x = torch.randn(*input_shape, device=_infer_device(model), dtype=dtype)
-    modes = {module: module.training for module in model.modules()}
+    x = torch.randn(*input_shape, device=module_device(model), dtype=dtype)
     stats, handles = _record_outputs(model)
-    model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with module_modes(model, False), torch.no_grad(), \
+                FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
     own = _own_macs(model, counter.get_flop_counts(), set(stats))
     leaves = {name for name, m in model.named_modules() if next(m.children(), None) is None}
     layers = []

@@ -23,6 +23,10 @@ DATASET_LOADER_KEYS = {
     "use_shuffle": Key(BOOL, True),
     "pin_memory": Key(BOOL, True),
     "prefetch_mode": Key((str, type(None)), None, (None, "cpu", "cuda")),
+    # Restormer's progressive patches (llcv.data.progressive): per-stage batch, iterations, size
+    "mini_batch_sizes": Key((list, type(None)), None),
+    "iters": Key((list, type(None)), None),
+    "gt_sizes": Key((list, type(None)), None),
 }
 
 

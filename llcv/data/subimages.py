@@ -13,13 +13,13 @@ import numpy as np
 from llcv.data.image_io import DiskBackend, imdecode_unchanged
 from llcv.data.parallel import imap_progress
 from llcv.errors import DataError, OptionError
+from llcv.utils import check_int
 
 def check_crop_args(crop_size: int, step: int, thresh_size: int) -> None:
     """Fail naming the argument unless sizes are positive and the threshold is >= 0."""
     for name, value, low in (("crop_size", crop_size, 1), ("step", step, 1),
                              ("thresh_size", thresh_size, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise OptionError(f"{name}: expected an integer >= {low}, got {value!r}")
+        check_int(name, value, low, error=OptionError)
 
 
 def crop_positions(length: int, crop_size: int, step: int, thresh_size: int = 0) -> list[int]:

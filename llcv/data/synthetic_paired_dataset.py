@@ -9,12 +9,13 @@ from torch.utils.data import Dataset
 
 from llcv.data.builtin_images import check_builtin_name, load_builtin_uint8
 from llcv.data.image_io import make_backend, to_float, to_tensor
-from llcv.data.paired_image_dataset import TRAIN_PHASE, check_phase, check_positive_int
+from llcv.data.paired_image_dataset import TRAIN_PHASE, check_phase
 from llcv.data.sampler import SampleKey, sample_rng
 from llcv.data.transforms import augment, center_crop, check_crop_size, random_crop
 from llcv.errors import OptionError
 from llcv.degradations.base import build_child
 from llcv.registry import DATASETS
+from llcv.utils import check_int
 
 
 @DATASETS.register_module()
@@ -38,8 +39,9 @@ class SyntheticPairedDataset(Dataset):
                  seed: int = 0, io_backend: Optional[Mapping[str, Any]] = None,
                  return_label: bool = False) -> None:
         check_phase(phase)
-        check_positive_int(gt_size, "gt_size", allow_none=True)
-        check_positive_int(crop_val, "crop_val", allow_none=True)
+        for name, value in (("gt_size", gt_size), ("crop_val", crop_val)):
+            if value is not None:
+                check_int(name, value, error=OptionError)
         if (dataroot_gt is None) == (builtin_images is None):
             raise OptionError("dataroot_gt: give exactly one of dataroot_gt (a folder of clean "
                               "images) and builtin_images (names of bundled photos)")

@@ -9,6 +9,7 @@ import math
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from llcv.errors import DataError, OptionError
 
@@ -35,6 +36,21 @@ class Degradation:
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.degrade(img, rng)[0]
+
+
+class BatchedDegradation(Degradation):
+    """A degradation that also runs batched on NCHW tensors (on the training device), with its
+    random draws taken from a ``torch.Generator``."""
+
+    def degrade_torch(self, x: torch.Tensor, generator: Optional[torch.Generator] = None
+                      ) -> tuple[torch.Tensor, Any]:
+        """Degrade the batch ``x``; returns it with the drawn parameters."""
+        raise NotImplementedError
+
+    def apply_torch(self, x: torch.Tensor, generator: Optional[torch.Generator] = None
+                    ) -> torch.Tensor:
+        """Degrade the batch ``x`` with parameters drawn from ``generator``."""
+        return self.degrade_torch(x, generator)[0]
 
 
 def check_image(img: Any) -> None:

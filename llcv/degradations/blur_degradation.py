@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from llcv.degradations import kernels
-from llcv.degradations.base import (Degradation, RangeLike, as_range, draw, draw_int, finish,
+from llcv.degradations.base import (BatchedDegradation, RangeLike, as_range, draw, draw_int, finish,
                                     numpy_rng)
 from llcv.errors import OptionError
 from llcv.registry import DEGRADATIONS
@@ -25,7 +25,7 @@ def _odd_range(value: RangeLike) -> tuple[int, int]:
     return lo, hi
 
 
-class KernelBlur(Degradation):
+class KernelBlur(BatchedDegradation):
     """Shared part of the kernel blurs: draw the parameters, build the kernel, convolve."""
 
     def kernel(self, params: Mapping[str, Any]) -> np.ndarray:
@@ -42,10 +42,6 @@ class KernelBlur(Degradation):
         params = [self.sample_params(rng) for _ in range(x.shape[0])]
         out = kernels.filter_tensor(x, [self.kernel(p) for p in params])
         return out.clamp(0.0, 1.0), params
-
-    def apply_torch(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Batched NCHW blur, parameters drawn from ``generator``."""
-        return self.degrade_torch(x, generator)[0]
 
 
 class ShapedBlur(KernelBlur):

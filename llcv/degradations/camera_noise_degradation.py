@@ -14,6 +14,7 @@ import numpy as np
 from llcv.degradations.base import Degradation, RangeLike, as_range, draw_log, finish
 from llcv.errors import OptionError
 from llcv.registry import DEGRADATIONS
+from llcv.utils import check_number
 
 
 @DEGRADATIONS.register_module()
@@ -35,10 +36,8 @@ class PoissonGaussianNoise(Degradation):
         self.shot_range = as_range("shot_range", shot_range, 0.0, open_low=True)
         self.read_range = (None if read_range is None
                            else as_range("read_range", read_range, 0.0, open_low=True))
-        if isinstance(read_std, bool) or not isinstance(read_std, (int, float)) or read_std < 0:
-            raise OptionError(f"read_std: expected a number >= 0, got {read_std!r}")
         self.read_slope, self.read_intercept = float(read_slope), float(read_intercept)
-        self.read_std = float(read_std)
+        self.read_std = check_number("read_std", read_std, 0.0, error=OptionError)
         self.poisson, self.clip = bool(poisson), bool(clip)
 
     def sample_params(self, rng: np.random.Generator) -> dict:

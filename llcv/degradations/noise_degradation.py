@@ -6,7 +6,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from llcv.degradations.base import (Degradation, RangeLike, as_probability, as_range, draw,
+from llcv.degradations.base import (BatchedDegradation, RangeLike, as_probability, as_range, draw,
                                     draw_log, finish, numpy_rng, to_gray)
 from llcv.registry import DEGRADATIONS
 
@@ -33,7 +33,7 @@ def _draw_gray(rng: np.random.Generator, gray_prob: float) -> bool:
 
 
 @DEGRADATIONS.register_module()
-class GaussianNoise(Degradation):
+class GaussianNoise(BatchedDegradation):
     """Add N(0, sigma²) noise; ``sigma`` is on the 8-bit scale (25 means 25/255), as in the literature.
 
     ``sigma`` is fixed or drawn uniformly from [low, high]; with probability ``gray_prob`` one noise
@@ -64,13 +64,9 @@ class GaussianNoise(Degradation):
         out = x + noise * (_per_sample(params, "sigma", x) / 255.0)
         return (out.clamp(0.0, 1.0) if self.clip else out), params
 
-    def apply_torch(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Batched NCHW noise, drawn from ``generator``."""
-        return self.degrade_torch(x, generator)[0]
-
 
 @DEGRADATIONS.register_module()
-class PoissonNoise(Degradation):
+class PoissonNoise(BatchedDegradation):
     """Photon noise: ``Poisson(img * peak) / peak``, so the variance at level x is x / peak.
 
     ``peak`` (photons at white, > 0) is fixed or drawn log-uniformly from [low, high]: noise strength
@@ -104,7 +100,3 @@ class PoissonNoise(Degradation):
         colour_noise = torch.poisson(colour * peak, generator=generator) / peak - colour
         out = x + torch.where(gray, gray_noise.expand_as(x), colour_noise)
         return (out.clamp(0.0, 1.0) if self.clip else out), params
-
-    def apply_torch(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Batched NCHW noise, drawn from ``generator``."""
-        return self.degrade_torch(x, generator)[0]

@@ -73,4 +73,10 @@ def check_training_state(state: Mapping[str, Any], path: str, key: str) -> None:
             f"{key}: '{path}' holds network weights, not a training state; resume from "
             f"experiments/<name>/training_states/<iter>.state, or load these weights with "
             f"path.pretrain_network_g")
+    if "optimizers" in state and "schedulers" in state:
+        raise LLCVError(
+            f"{key}: '{path}' is a BasicSR training state, which llcv cannot continue (its "
+            f"optimizer and scheduler objects differ); start from its weights instead with "
+            f"path.pretrain_network_g: <its experiments folder>/models/"
+            f"net_g_{state.get('iter', '<iter>')}.pth")
     raise LLCVError(f"{key}: '{path}' is not an llcv training state (no 'iter'/'optimizer')")

@@ -30,15 +30,19 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_dist(launcher: str, timeout_s: float = 1800.0, backend: str = "auto") -> DistInfo:
+def init_dist(launcher: str, timeout_s: float = 1800.0, backend: str = "auto",
+              port: int | None = None) -> DistInfo:
     """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA).
 
     ``timeout_s`` bounds every collective: a rank whose peer died fails after at most this long.
+    ``port`` (BasicSR's ``dist_params.port``) is the rendezvous port when the launcher sets none.
     """
     if launcher == "none":
         return DistInfo()
     if launcher != "pytorch":
         raise LLCVError(f"--launcher: '{launcher}' is not one of none, pytorch")
+    if port is not None:
+        os.environ.setdefault("MASTER_PORT", str(port))
     missing = [k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
                if k not in os.environ]
     if missing:

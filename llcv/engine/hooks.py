@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from llcv.engine.dist import all_reduce_max
 from llcv.engine.ema import ModelEMA
@@ -174,8 +175,8 @@ class MemoryHook(Hook):
 
     def after_train_iter(self, runner, it, batch, record) -> None:
         figures = {**self.meter.read(), **self.alloc_meter.stop()}
-        fresh = self.estimates is None
-        if fresh:
+        fresh = self.estimates is None or self.estimates.train_shape != list(batch["lq"].shape)
+        if fresh:  # first iteration, a new model, or a new batch shape (progressive patches)
             self.estimates = self._build_estimates(runner, batch)
         figures.update(self.estimates(runner.state.model))
         if fresh:
@@ -307,8 +308,11 @@ class ValidationHook(Hook):
                                                      name, f"{name}_{it}.png"))
                 global_index = index * runner.dist.world_size + runner.dist.rank
                 if global_index < self.tb_images and runner.dist.is_main:
-                    row = torch.cat([batch["lq"][j].cpu(), out.float().cpu(), batch["gt"][j].cpu()], 2)
-                    runner.writer.write_image(f"{phase}_images/{name}", tensor_to_uint8_rgb(row), it)
+                    gt = batch["gt"][j].cpu()
+                    lq = F.interpolate(batch["lq"][j:j + 1].cpu(), size=gt.shape[-2:])[0]
+                    row = torch.cat([lq, out.float().cpu(), gt], 2)  # SR: LQ shown enlarged
+                    runner.writer.write_image(f"{phase}_images/{name}", tensor_to_uint8_rgb(row),
+                                              it)
         return sink
 
     def state_dict(self) -> dict:

@@ -21,6 +21,7 @@ from torch import nn
 
 from llcv.data.loader import build_dataset, build_train_loader, build_val_loader
 from llcv.data.prefetch import check_prefetch_mode, wrap_prefetch
+from llcv.data.progressive import ProgressivePatches
 from llcv.engine import checkpoint as ckpt
 from llcv.engine.dist import (DistInfo, all_gather_objects, all_reduce_max, broadcast_object,
                               check_ranks_in_sync, init_dist, is_peer_failure, select_device)
@@ -56,8 +57,9 @@ class Runner:
     def __init__(self, opt: Mapping[str, Any], auto_resume: bool = False,
                  launcher: str = "none", dist: DistInfo | None = None) -> None:
         self.opt = opt
-        self.dist = dist or init_dist(launcher, opt["dist_params"]["timeout"],
-                                      opt["dist_params"]["backend"])
+        params = opt["dist_params"]
+        self.dist = dist or init_dist(launcher, params["timeout"], params["backend"],
+                                      params["port"])
         self.device = select_device(opt["device"], self.dist)
         self.name, self.total_iter = opt["name"], opt["train"]["total_iter"]
         self.exp_dir = os.path.join(opt["path"]["experiments_root"], self.name)
@@ -127,6 +129,9 @@ class Runner:
         self.train_loader = build_train_loader(
             train_set, datasets["train"], self.opt["manual_seed"], self.dist.rank,
             self.dist.world_size, self.start_iter, self.device)
+        self.progressive = ProgressivePatches.from_section(
+            datasets["train"], datasets["train"].get("scale", 1), self.opt["manual_seed"],
+            self.dist.rank)
         self.validators = []
         val_opt = self.opt.get("val")
         for phase, section in datasets.items():
@@ -234,6 +239,8 @@ class Runner:
                 start = time.perf_counter()
                 self.call_hooks("before_train_iter", it)
                 batch = next(data_iter)
+                if self.progressive is not None:
+                    batch = self.progressive(batch, it)
                 data_time = time.perf_counter() - start
                 lrs = self.state.apply_lr(it)
                 record = self.state.step(self.state, batch, it)

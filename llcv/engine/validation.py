@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from llcv.degradations.bicubic_degradation import imresize_pt
 from llcv.engine.dist import DistInfo, all_reduce_sum
 from llcv.registry import METRICS, lookup
 
@@ -76,7 +77,8 @@ class Validator:
             show_progress: bool = True) -> dict[str, float]:
         """Average metrics of ``model`` over all ranks' shares of the set.
 
-        The first call also computes the LQ-vs-GT reference (``self.reference``).
+        The first call also computes the LQ-vs-GT reference (``self.reference``); a smaller
+        (super-resolution) LQ is first upsampled bicubically to the GT's size.
         ``on_batch(index, batch, output)`` sees every output (saving images, TensorBoard).
         """
         sums = torch.zeros(2 * len(self.metrics) + 1, dtype=torch.float64)
@@ -88,10 +90,11 @@ class Validator:
             lq, gt = batch["lq"].to(self.device), batch["gt"].to(self.device)
             out = apply_protocol(model(lq), self.protocol)
             gt_p = apply_protocol(gt, self.protocol)
+            lq_p = None if self.reference is not None else apply_protocol(
+                lq if lq.shape[-2:] == gt.shape[-2:] else upsample_reference(lq, gt), self.protocol)
             for i, metric in enumerate(self.metrics):
                 sums[i] += metric(out, gt_p, self.protocol).sum()
-                if self.reference is None:
-                    lq_p = apply_protocol(lq, self.protocol)
+                if lq_p is not None:
                     sums[len(self.metrics) + i] += metric(lq_p, gt_p, self.protocol).sum()
             sums[-1] += lq.shape[0]
             if on_batch is not None:
@@ -109,6 +112,12 @@ class Validator:
             self.reference = {f"{self.phase}/lq_{m.name}": sums[len(self.metrics) + i].item() / count
                               for i, m in enumerate(self.metrics)}
         return result
+
+
+def upsample_reference(lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """A super-resolution LQ batch brought to the GT's size by MATLAB-style bicubic resizing,
+    the "bicubic" baseline SR papers report."""
+    return imresize_pt(lq.double(), size=gt.shape[-2:]).to(lq.dtype)
 
 
 def save_image_png(img: torch.Tensor, path: str) -> None:

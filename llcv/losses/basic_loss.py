@@ -13,11 +13,10 @@ import torch
 from torch import nn
 
 from llcv.errors import ArgumentError
+from llcv.metrics.torch_ops import rgb_to_y
 from llcv.registry import LOSSES
 
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
-# BT.601 luma coefficients for RGB in [0, 1] (the ITU 219/255 scaling used by BasicSR's Y channel).
-_Y_COEFFS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
 
 
 def check_reduction(reduction: str) -> None:
@@ -111,15 +110,6 @@ class CharbonnierLoss(PixelLoss):
         return torch.sqrt((pred - target).square() + self.eps)
 
 
-def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma of an NCHW RGB batch in [0, 1], returned in [16/255, 235/255] as N1HW."""
-    if img.dim() != 4 or img.shape[1] != 3:
-        raise ValueError(f"pred: toY needs an RGB batch of shape (N, 3, H, W), "
-                         f"got {tuple(img.shape)}")
-    coeffs = img.new_tensor(_Y_COEFFS).view(1, 3, 1, 1)
-    return (img * coeffs).sum(dim=1, keepdim=True) + 16.0 / 255.0
-
-
 def _per_image_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """Mean over all but the batch dimension, weighted by ``weight`` when given."""
     if weight is None:
@@ -151,6 +141,9 @@ class PSNRLoss(nn.Module):
         """``loss_weight`` x the batch-reduced negative PSNR; ``none`` gives one value per image."""
         check_shapes(pred, target, None)
         if self.toY:
+            if pred.dim() != 4 or pred.shape[1] != 3:
+                raise ValueError(f"pred: toY needs an RGB batch of shape (N, 3, H, W), "
+                                 f"got {tuple(pred.shape)}")
             pred, target = rgb_to_y(pred), rgb_to_y(target)
         check_shapes(pred, target, weight)
         mse = _per_image_mean((pred - target).square(), weight)

@@ -8,6 +8,7 @@ from llcv.errors import ArgumentError
 from llcv.losses.basic_loss import check_reduction, check_shapes, reduce_loss
 from llcv.metrics.torch_ops import gaussian_kernel_1d, ssim_per_image
 from llcv.registry import LOSSES
+from llcv.utils import check_int
 
 
 @LOSSES.register_module()
@@ -23,9 +24,7 @@ class SSIMLoss(nn.Module):
                  window_size: int = 11, sigma: float = 1.5) -> None:
         super().__init__()
         check_reduction(reduction)
-        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
-            raise ArgumentError(f"window_size: expected a positive integer, "
-                                    f"got {window_size!r}")
+        check_int("window_size", window_size)
         for name, value in (("data_range", data_range), ("sigma", sigma)):
             if not value > 0:
                 raise ArgumentError(f"{name}: must be > 0, got {value!r}")

@@ -1,7 +1,8 @@
 """The plain restoration step: forward, the weighted sum of the configured losses, backward, step.
 
 Registered under BasicSR's, NAFNet's and Restormer's ``model_type`` names for image restoration
-and super-resolution, which all train this way.
+and super-resolution, which all train this way (BasicSR's SwinIRModel only adds test-time padding,
+which llcv's SwinIR does itself).
 """
 from __future__ import annotations
 
@@ -11,17 +12,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from llcv.data.mixing import MixingAugment
 from llcv.errors import LLCVError
 from llcv.models.base import TrainStep
-from llcv.registry import LOSSES, MODELS, build
+from llcv.registry import LOSSES, MODELS, build, check_kwargs
+from llcv.schema import Key
 
 
-@MODELS.register_module(name=["ImageRestorationModel", "SRModel", "ImageCleanModel"])
+@MODELS.register_module(name=["ImageRestorationModel", "SRModel", "ImageCleanModel",
+                               "SwinIRModel"])
 class ImageRestorationModel(TrainStep):
     """``lq -> network -> output``; every ``train.*_opt`` loss against ``gt``."""
 
     loss_keys = {"pixel_opt": "l_pix", "perceptual_opt": "l_percep", "ssim_opt": "l_ssim",
                  "frequency_opt": "l_freq"}
+    train_keys = {"mixing_augs": Key((dict, type(None)), None)}  # Restormer's mixup
 
     def __init__(self, opt: Mapping[str, Any], device: torch.device) -> None:
         super().__init__(opt, device)
@@ -32,10 +37,16 @@ class ImageRestorationModel(TrainStep):
             raise LLCVError(f"train: no loss given; add e.g. train.pixel_opt: {{type: L1Loss}} "
                             f"(loss sections: {', '.join(self.loss_keys)})")
         self.grad_clip_norm = train["grad_clip_norm"]
+        self.mixing = None
+        if train.get("mixing_augs"):
+            check_kwargs(MixingAugment, train["mixing_augs"], "train.mixing_augs")
+            self.mixing = MixingAugment(**train["mixing_augs"])
 
     def __call__(self, state: Any, batch: Mapping[str, Any], it: int) -> dict[str, float]:
         lq = batch["lq"].to(self.device, non_blocking=True)
         gt = batch["gt"].to(self.device, non_blocking=True)
+        if self.mixing is not None:
+            lq, gt = self.mixing(lq, gt)
         state.optimizer.zero_grad(set_to_none=True)
         output = state.train_model(lq)
         terms = {name: loss(output, gt) for name, loss in self.losses.items()}

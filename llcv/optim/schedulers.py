@@ -10,7 +10,29 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from llcv.errors import ArgumentError
 from llcv.registry import SCHEDULERS, build
+from llcv.utils import check_int, check_number
+
+
+def _iterations(name: str, values: Sequence[Any]) -> list[int]:
+    """A list of iteration counts; integral floats (``!!float 2e5``) are accepted."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ArgumentError(f"{name}: expected a non-empty list of iterations, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        out.append(check_int(name, v, 0))
+    return out
+
+
+def _same_length(name: str, values: Sequence[Any], like: Sequence[Any], like_name: str) -> list:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) \
+            or len(values) != len(like):
+        raise ArgumentError(f"{name}: needs one entry per {like_name} entry ({len(like)}), "
+                            f"got {values!r}")
+    return [check_number(name, v, 0.0) for v in values]
 
 
 @SCHEDULERS.register_module()
@@ -18,10 +40,31 @@ class MultiStepLR:
     """``base_lr * gamma ** (number of milestones <= step)``."""
 
     def __init__(self, total_iter: int, milestones: Sequence[int], gamma: float = 0.5) -> None:
-        self.milestones, self.gamma = sorted(milestones), gamma
+        self.milestones, self.gamma = sorted(_iterations("milestones", milestones)), gamma
 
     def lr(self, base_lr: float, step: int) -> float:
         return base_lr * self.gamma ** sum(1 for m in self.milestones if step >= m)
+
+
+@SCHEDULERS.register_module()
+class MultiStepRestartLR:
+    """BasicSR's multi-step decay with restarts: at a restart the LR jumps back to
+    ``base_lr * restart_weight`` and only milestones after it count."""
+
+    def __init__(self, total_iter: int, milestones: Sequence[int], gamma: float = 0.1,
+                 restarts: Sequence[int] = (0,), restart_weights: Sequence[float] = (1,)) -> None:
+        self.milestones = sorted(_iterations("milestones", milestones))
+        self.restarts = _iterations("restarts", restarts)
+        self.weights = _same_length("restart_weights", restart_weights, self.restarts, "restarts")
+        self.gamma = gamma
+
+    def lr(self, base_lr: float, step: int) -> float:
+        passed = [(r, w) for r, w in zip(self.restarts, self.weights) if r <= step]
+        if not passed:
+            return base_lr * self.gamma ** sum(1 for m in self.milestones if m <= step)
+        start, weight = max(passed, key=lambda rw: rw[0])
+        return base_lr * weight * self.gamma ** sum(1 for m in self.milestones
+                                                    if start < m <= step)
 
 
 @SCHEDULERS.register_module()
@@ -35,6 +78,39 @@ class CosineAnnealingLR:
     def lr(self, base_lr: float, step: int) -> float:
         progress = min(step, self.T_max) / self.T_max
         return self.eta_min + (base_lr - self.eta_min) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# NAFNet's name for the per-iteration cosine schedule above.
+SCHEDULERS.register_module(name="TrueCosineAnnealingLR", module=CosineAnnealingLR)
+
+
+@SCHEDULERS.register_module()
+class CosineAnnealingRestartCyclicLR:
+    """Restormer's cosine cycles: cycle ``i`` lasts ``periods[i]`` iterations and anneals from
+    ``restart_weights[i] * base_lr`` (in the cosine's amplitude) down to ``eta_mins[i]``."""
+
+    def __init__(self, total_iter: int, periods: Sequence[int],
+                 restart_weights: Sequence[float] = (1,), eta_mins: Sequence[float] = (0,)) -> None:
+        self.periods = _iterations("periods", periods)
+        self.weights = _same_length("restart_weights", restart_weights, self.periods, "periods")
+        self.eta_mins = _same_length("eta_mins", eta_mins, self.periods, "periods")
+        self.ends = [sum(self.periods[:i + 1]) for i in range(len(self.periods))]
+
+    def lr(self, base_lr: float, step: int) -> float:
+        i = next((k for k, end in enumerate(self.ends) if step <= end), len(self.ends) - 1)
+        start = self.ends[i - 1] if i else 0
+        eta_min = self.eta_mins[i]
+        progress = (step - start) / self.periods[i]
+        return eta_min + self.weights[i] * 0.5 * (base_lr - eta_min) * (1 + math.cos(math.pi * progress))
+
+
+@SCHEDULERS.register_module()
+class CosineAnnealingRestartLR(CosineAnnealingRestartCyclicLR):
+    """BasicSR's cosine annealing with restarts: the cyclic schedule with one ``eta_min``."""
+
+    def __init__(self, total_iter: int, periods: Sequence[int],
+                 restart_weights: Sequence[float] = (1,), eta_min: float = 0.0) -> None:
+        super().__init__(total_iter, periods, restart_weights, [eta_min] * len(periods))
 
 
 class ConstantLR:
