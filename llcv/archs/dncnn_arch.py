@@ -12,15 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llcv.errors import ArgumentError
 from llcv.registry import ARCHS
+from llcv.utils import check_int
 
 
 def _check_args(in_ch: int, depth: int, features: int) -> None:
     """Validate DnCNN's options with messages starting with the option name."""
     for name, value, low in (("in_ch", in_ch, 1), ("depth", depth, 2), ("features", features, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ArgumentError(f"{name}: expected an integer >= {low}, got {value!r}")
+        check_int(name, value, low)
 
 
 @ARCHS.register_module()

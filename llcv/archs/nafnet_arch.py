@@ -17,6 +17,7 @@ from torch import nn
 from llcv.archs.layers import check_padding_mode, pad_to_multiple
 from llcv.errors import ArgumentError
 from llcv.registry import ARCHS
+from llcv.utils import check_int, check_int_list
 
 
 class LayerNorm2d(nn.Module):
@@ -76,10 +77,8 @@ def _check_block_nums(name: str, nums: Sequence[int]) -> None:
     """Fail naming ``name`` unless ``nums`` is a list of non-negative ints."""
     if isinstance(nums, (str, bytes)) or not isinstance(nums, Sequence):
         raise ArgumentError(f"{name}: expected a list of block counts, got {nums!r}")
-    for n in nums:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ArgumentError(f"{name}: every entry must be an integer >= 0, got {n!r} "
-                                    f"in {list(nums)!r}")
+    if nums:
+        check_int_list(name, nums, 0)
 
 
 def _check_args(img_channel: int, width: int, middle_blk_num: int,
@@ -87,8 +86,7 @@ def _check_args(img_channel: int, width: int, middle_blk_num: int,
     """Validate NAFNet's options with messages starting with the option name."""
     for name, value, low in (("img_channel", img_channel, 1), ("width", width, 1),
                              ("middle_blk_num", middle_blk_num, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ArgumentError(f"{name}: expected an integer >= {low}, got {value!r}")
+        check_int(name, value, low)
     _check_block_nums("enc_blk_nums", enc_blk_nums)
     _check_block_nums("dec_blk_nums", dec_blk_nums)
     if len(enc_blk_nums) != len(dec_blk_nums):

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from llcv.archs.layers import check_activation, make_activation
-from llcv.errors import ArgumentError
 from llcv.registry import ARCHS
+from llcv.utils import check_int
 
 
 def _conv_bn(in_ch: int, out_ch: int, kernel_size: int, device=None, dtype=None) -> nn.Sequential:
@@ -89,8 +89,7 @@ def _check_args(in_ch: int, features: int, num_blocks: int, upscale: int, act: s
     """Validate RepPlainNet's options with messages starting with the option name."""
     for name, value, low in (("in_ch", in_ch, 1), ("features", features, 1),
                              ("num_blocks", num_blocks, 0), ("upscale", upscale, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ArgumentError(f"{name}: expected an integer >= {low}, got {value!r}")
+        check_int(name, value, low)
     check_activation(act)
 
 

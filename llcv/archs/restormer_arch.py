@@ -20,6 +20,7 @@ from torch import nn
 from llcv.archs.layers import check_padding_mode, pad_to_multiple
 from llcv.errors import ArgumentError
 from llcv.registry import ARCHS
+from llcv.utils import check_int_list, is_int
 
 LAYER_NORM_TYPES: tuple[str, ...] = ("WithBias", "BiasFree")
 
@@ -157,14 +158,11 @@ class Upsample(nn.Module):
 def _check_args(dim: int, num_blocks: Sequence[int], heads: Sequence[int],
                 layer_norm_type: str) -> None:
     """Validate Restormer's options with messages starting with the option name."""
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
+    if not is_int(dim) or dim < 2 or dim % 2:
         raise ArgumentError(f"dim: expected a positive even integer (each downsampling "
                                 f"conv halves it before PixelUnshuffle), got {dim!r}")
     for name, values in (("num_blocks", num_blocks), ("heads", heads)):
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) \
-                or len(values) != 4 or any(not isinstance(v, int) or v < 1 for v in values):
-            raise ArgumentError(f"{name}: expected 4 positive integers (one per level), "
-                                    f"got {values!r}")
+        check_int_list(name, values, 1, length=4)
     for level, h in enumerate(heads):
         if (dim * 2 ** level) % h:
             raise ArgumentError(f"heads: level {level} has {dim * 2 ** level} channels "

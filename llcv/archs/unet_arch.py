@@ -20,33 +20,22 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from llcv.archs.layers import check_activation, conv3x3, conv_act_stack
+from llcv.archs.layers import (check_activation, check_padding_mode, conv3x3, conv_act_stack,
+                               pad_to_multiple)
 from llcv.errors import ArgumentError
-from llcv.archs.layers import check_padding_mode, pad_to_multiple
 from llcv.registry import ARCHS
-
-
-def _check_positive_ints(name: str, values: Sequence[int]) -> None:
-    """Fail naming ``name`` unless ``values`` is a non-empty sequence of positive ints."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise ArgumentError(f"{name}: expected a non-empty list of positive integers, "
-                                f"got {values!r}")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ArgumentError(f"{name}: every entry must be a positive integer, got {v!r} "
-                                    f"in {list(values)!r}")
+from llcv.utils import check_int, check_int_list
 
 
 def _check_args(in_ch: int, out_ch: int | None, widths: Sequence[int], blocks: Sequence[int],
                 act: str) -> None:
     """Validate the UNet constructor arguments with messages starting with the argument name."""
-    if isinstance(in_ch, bool) or not isinstance(in_ch, int) or in_ch <= 0:
-        raise ArgumentError(f"in_ch: expected a positive integer, got {in_ch!r}")
+    check_int("in_ch", in_ch)
     if out_ch is not None and out_ch != in_ch:
         raise ArgumentError(f"out_ch: must equal in_ch ({in_ch}) because the output is "
                                 f"input + residual; got {out_ch!r} (leave it unset)")
-    _check_positive_ints("widths", widths)
-    _check_positive_ints("blocks", blocks)
+    check_int_list("widths", widths)
+    check_int_list("blocks", blocks)
     if len(widths) != len(blocks):
         raise ArgumentError(f"blocks: needs one entry per stage, i.e. {len(widths)} like "
                                 f"widths={list(widths)}; got {list(blocks)}")
