@@ -18,7 +18,8 @@ import yaml
 from llcv.data.loader import DATASET_LOADER_KEYS, dataset_kwargs
 from llcv.data.progressive import ProgressivePatches
 from llcv.errors import OptionError
-from llcv.registry import DATASETS, MODELS, lookup
+from llcv.engine.prune_hook import SPLITS, check_schedule, pruner_options
+from llcv.registry import DATASETS, MODELS, PRUNERS, build, lookup
 from llcv.schema import (BOOL, FLOAT, INT, OPT_STR, STR, Component, Key, MapOf, check_component,
                          check_key, check_section, reject_unknown)
 
@@ -87,7 +88,8 @@ SCHEMA: dict[str, Any] = {
 OPTIONAL_SECTIONS = ("val",)
 
 # Keys of BasicSR / NAFNet / Restormer option files that llcv reads under another name.
-RENAMED = {"path.pretrain_model_g": "path.pretrain_network_g", "path.strict_load": "path.strict_load_g"}
+RENAMED = {"path.pretrain_model_g": "path.pretrain_network_g",
+           "path.strict_load": "path.strict_load_g"}
 # Keys of those files that llcv accepts but does not need: what llcv does instead.
 NOT_NEEDED = {
     "logger.wandb": "llcv logs to TensorBoard and metrics.jsonl, not to wandb "
@@ -103,9 +105,10 @@ NOT_NEEDED = {
 # Restormer's ``train.use_grad_clip: true`` clips the gradient norm to this value.
 RESTORMER_GRAD_CLIP = 0.01
 # Sections with their own checks: ``datasets`` (phase -> loader keys + dataset), ``train``
-# (TRAIN_KEYS plus the training step's keys) and ``custom_hooks`` (MMEngine style:
-# [{type: Name, name: ..., priority: ..., ...arguments}]).
-SECTIONS = ("datasets", "train", "custom_hooks")
+# (TRAIN_KEYS plus the training step's keys), ``custom_hooks`` (MMEngine style:
+# [{type: Name, name: ..., priority: ..., ...arguments}]) and ``prune`` (a pruner with
+# ``schedule`` and ``split``; llcv.engine.prune_hook).
+SECTIONS = ("datasets", "train", "custom_hooks", "prune")
 HOOK_KEYS = ("name", "priority")  # keys of a custom_hooks entry that are not hook arguments
 
 
@@ -271,7 +274,28 @@ def validate_options(opt: Mapping[str, Any], notes: Optional[list] = None) -> di
         raise OptionError("train: missing required section (total_iter, optim_g, losses)")
     check_section(out["train"], train_keys, "train.")
     _check_custom_hooks(out)
+    _check_prune(out)
     return out
+
+
+def _check_prune(opt: dict) -> None:
+    """The ``prune:`` section: its schedule and split, and a pruner built from the rest (so
+    every argument value, the target included, is checked before anything runs)."""
+    cfg = opt.get("prune")
+    if cfg is None:
+        opt.pop("prune", None)
+        return
+    if not isinstance(cfg, dict) or "type" not in cfg:
+        raise OptionError("prune: expected a mapping with a pruner 'type', a 'schedule' and a "
+                          "'target', e.g. {type: MemoryAwarePruner, schedule: [1000, 2000], "
+                          "target: {channel_ratio: 0.5}}")
+    check_schedule(cfg.get("schedule"), opt["train"]["total_iter"])
+    cfg.setdefault("split", "geometric")
+    if cfg["split"] not in SPLITS:
+        raise OptionError(f"prune.split: '{cfg['split']}' is not one of {', '.join(SPLITS)}")
+    pruner = pruner_options(cfg)
+    check_component(pruner, "pruner", "prune")
+    build(PRUNERS, pruner, "prune")
 
 
 def _check_custom_hooks(opt: dict) -> None:
@@ -291,13 +315,23 @@ def _check_custom_hooks(opt: dict) -> None:
             check_key(cfg, "priority", Key(INT), f"{path}.priority")
 
 
-def _check_datasets(node: dict, path: str) -> None:
+def _check_datasets(node: dict, path: str, test: bool = False) -> None:
+    """Every dataset section: a training file needs ``train`` (and may have ``val*``/``test*``),
+    a test file has ``test*``/``val*`` sets only."""
     datasets = node.get("datasets")
-    if not isinstance(datasets, dict) or "train" not in datasets:
+    if test:
+        if not isinstance(datasets, dict) or not datasets:
+            raise OptionError(f"{path}: missing; a test file needs datasets.test_1 (or val) "
+                              f"blocks")
+    elif not isinstance(datasets, dict) or "train" not in datasets:
         raise OptionError(f"{path}.train: missing required section (the training dataset)")
     for phase, section in datasets.items():
-        if not (phase == "train" or phase.startswith("val") or phase.startswith("test")):
-            raise OptionError(f"{path}.{phase}: dataset phases are 'train', 'val*' or 'test*'")
+        if not (phase.startswith("val") or phase.startswith("test") or
+                (phase == "train" and not test)):
+            rule = ("a test file's dataset phases are 'test*' or 'val*' (training sets belong in "
+                    "a training option file)") if test else \
+                "dataset phases are 'train', 'val*' or 'test*'"
+            raise OptionError(f"{path}.{phase}: {rule}")
         key = f"{path}.{phase}"
         if not isinstance(section, dict) or "type" not in section:
             raise OptionError(f"{key}: expected a mapping with a 'type' key")
@@ -307,54 +341,26 @@ def _check_datasets(node: dict, path: str) -> None:
 
 
 # ---------------------------------------------------------------------- test option files
-TEST_PHASES = ("test", "val")
-
-
-def validate_test_options(opt: Mapping[str, Any]) -> dict:
+def validate_test_options(opt: Mapping[str, Any], notes: Optional[list] = None) -> dict:
     """Check a BasicSR-style test option file and fill defaults; raise naming the first bad key.
 
     A test file has no ``train`` section; its datasets are ``datasets.test*`` / ``datasets.val*``
     blocks, its weights ``path.pretrain_network_g`` (``param_key_g: ~`` for a bare state_dict)
     and its metrics ``val.metrics``. A training option file (it has ``train``) is checked as one,
-    and its validation sets are the test sets. BasicSR/NAFNet keys that only steer their own
-    loop are accepted: ``val.grids`` (llcv tests whole images), ``dist_params.port``, and
-    ``val.use_image: false`` (NAFNet: metrics on float outputs), which means
-    ``val.protocol: float`` unless a protocol is given.
+    and its validation sets are the test sets. Foreign keys are translated as in training files.
     """
     if "train" in opt:
-        out = validate_options(opt)
-    else:
-        out = copy.deepcopy(dict(opt))
-        datasets = out.pop("datasets", None)
-        schema = copy.deepcopy(SCHEMA)
-        schema["val"].setdefault("use_image", Key(BOOL, True))
-        schema["val"].setdefault("grids", Key(BOOL, False))
-        schema["dist_params"].setdefault("port", Key(INT, 29500))
-        check_section(out, schema, "", OPTIONAL_SECTIONS)
-        out["datasets"] = _check_test_datasets(datasets)
-    raw_val = opt.get("val") if isinstance(opt.get("val"), Mapping) else {}
-    if raw_val.get("use_image") is False and "protocol" not in raw_val:
-        out["val"]["protocol"] = "float"
+        return validate_options(opt, notes)
+    out = copy.deepcopy(dict(opt))
+    found = translate_foreign_keys(out)
+    if notes is not None:
+        notes.extend(found)
+    datasets = out.pop("datasets", None)
+    check_section(out, SCHEMA, "", OPTIONAL_SECTIONS)
+    out["datasets"] = datasets
+    _check_datasets(out, "datasets", test=True)
+    _propagate_scale(out)
     if not (out.get("val") or {}).get("metrics"):
         raise OptionError("val.metrics: missing; name the metrics to test, e.g. val.metrics.psnr: "
                           "{type: calculate_psnr, crop_border: 0}")
-    if not any(phase.startswith(TEST_PHASES) for phase in out["datasets"]):
-        raise OptionError("datasets: no test set; add a datasets.test_1 (or datasets.val) block")
     return out
-
-
-def _check_test_datasets(datasets: Any) -> dict:
-    """The ``datasets`` of a test file, each block checked as in a training file."""
-    if not isinstance(datasets, dict) or not datasets:
-        raise OptionError("datasets: missing; a test file needs datasets.test_1 (or val) blocks")
-    for phase, section in datasets.items():
-        key = f"datasets.{phase}"
-        if not str(phase).startswith(TEST_PHASES):
-            raise OptionError(f"{key}: a test file's dataset phases are 'test*' or 'val*'; "
-                              f"training sets belong in a training option file")
-        if not isinstance(section, dict) or "type" not in section:
-            raise OptionError(f"{key}: expected a mapping with a 'type' key")
-        for name, spec in DATASET_LOADER_KEYS.items():
-            check_key(section, name, spec, f"{key}.{name}")
-        check_component(dataset_kwargs(section), "dataset", key)
-    return datasets

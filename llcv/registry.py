@@ -19,7 +19,8 @@ DEGRADATIONS = Registry("degradation", scope="llcv", locations=["llcv.degradatio
 PRUNERS = Registry("pruner", scope="llcv", locations=["llcv.pruners"])
 DATASETS = Registry("dataset", scope="llcv", locations=["llcv.data"])
 METRICS = Registry("metric", scope="llcv", locations=["llcv.metrics"])
-HOOKS = Registry("hook", scope="llcv", locations=["llcv.engine.hooks"])
+HOOKS = Registry("hook", scope="llcv",
+                 locations=["llcv.engine.hooks", "llcv.engine.prune_hook"])
 OPTIMIZERS = Registry("optimizer", scope="llcv", locations=["llcv.optim"])
 SCHEDULERS = Registry("scheduler", scope="llcv", locations=["llcv.optim"])
 # Training steps: what one iteration does, chosen by the option file's ``model_type`` (BasicSR).

@@ -41,7 +41,12 @@ def load_checkpoint(path: str, key: str) -> dict:
         raise LLCVError(f"{key}: cannot load '{path}' as an llcv checkpoint ({err})") from None
 
 
+def yaml_text(data: Mapping[str, Any]) -> str:
+    """``data`` as YAML text, keys in their order (lists of scalars on one line)."""
+    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=None)
+
+
 def save_yaml(data: Mapping[str, Any], path: str) -> None:
-    """Write ``data`` (e.g. the resolved options a run used) as YAML, keys in their order."""
+    """Write ``data`` (e.g. the resolved options a run used) as YAML."""
     with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(dict(data), f, sort_keys=False, default_flow_style=None)
+        f.write(yaml_text(data))

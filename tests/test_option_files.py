@@ -10,7 +10,7 @@ import torch
 from conftest import ROOT
 from llcv.engine.runner import Runner
 from llcv.network import load_network
-from llcv.options import load_options
+from llcv.options import load_options, read_yaml
 from llcv.registry import ARCHS, MODELS, build
 
 # test_*.yml are test option files (no train section): tests/tools/test_test_tool.py checks them
@@ -73,27 +73,36 @@ def test_nafnet_sidd_recipe_keeps_global_batch_32_on_8_gpus():
 
 @pytest.mark.parametrize("path", DEMO_FILES, ids=file_id)
 def test_demo_needs_no_download_and_stays_small(path):
-    """A demo runs anywhere: bundled photos only, small crops, a few thousand iterations at most."""
+    """A demo runs anywhere: bundled photos only, small crops, a few thousand iterations at most
+    (the pruning demo's whole story, train -> prune -> fine-tune, about 10 minutes)."""
     opt = load_options(path)
     assert all("builtin_images" in section for section in opt["datasets"].values())
-    assert opt["datasets"]["train"]["gt_size"] <= 64 and opt["train"]["total_iter"] <= 5000
+    most = 8000 if "prune" in opt else 5000
+    assert opt["datasets"]["train"]["gt_size"] <= 64 and opt["train"]["total_iter"] <= most
 
 
-def demo_overrides(tmp_path) -> list[str]:
-    """Shrink a demo to three iterations on tiny crops, validated and saved at the end."""
-    return ["train.total_iter=3", "val.val_freq=3", "logger.print_freq=1",
-            "logger.save_checkpoint_freq=3", "logger.use_tb_logger=false",
-            "datasets.train.gt_size=32", "datasets.train.batch_size_per_gpu=2",
-            "datasets.val.crop_val=32", f"path.experiments_root={tmp_path}"]
+def demo_overrides(tmp_path, path) -> list[str]:
+    """Shrink a demo to three iterations on tiny crops, validated and saved at the end (a
+    pruning demo prunes at its first two)."""
+    overrides = ["train.total_iter=3", "val.val_freq=3", "logger.print_freq=1",
+                 "logger.save_checkpoint_freq=3", "logger.use_tb_logger=false",
+                 "datasets.train.gt_size=32", "datasets.train.batch_size_per_gpu=2",
+                 "datasets.val.crop_val=32", f"path.experiments_root={tmp_path}"]
+    if read_yaml(path).get("prune"):
+        overrides += ["prune.schedule=[1, 2]", "prune.importance.iterations=1"]
+    return overrides
 
 
 @pytest.mark.parametrize("path", DEMO_FILES, ids=file_id)
 def test_demo_trains_on_cpu(tmp_path, path):
-    opt = load_options(path, demo_overrides(tmp_path) + ["device=cpu"])
+    opt = load_options(path, demo_overrides(tmp_path, path) + ["device=cpu"])
     runner = Runner(opt)
     runner.train()
     rebuilt, spec, _ = load_network(os.path.join(runner.exp_dir, "models", "net_g_3.pth"))
-    assert spec == {"network_g": opt["network_g"], "plan": None}
+    if "prune" in opt:  # pruned at the first two iterations: the spec carries the plan
+        assert spec["plan"] is not None and spec["network_g"]["type"] == opt["network_g"]["type"]
+    else:
+        assert spec == {"network_g": opt["network_g"], "plan": None}
     assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(),
                                                  runner.model.state_dict().values()))
     with open(os.path.join(runner.exp_dir, "metrics.jsonl")) as f:

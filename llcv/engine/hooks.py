@@ -22,6 +22,8 @@ reference to the model: they read ``runner.state`` when called.
 """
 from __future__ import annotations
 
+import copy
+import json
 import os
 import time
 from collections import deque
@@ -30,6 +32,8 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from llcv.analysis.crops import choose_crop
+from llcv.analysis.profile import count_parameters, profile_model, si
 from llcv.engine.dist import all_reduce_max
 from llcv.engine.ema import ModelEMA
 from llcv.engine.logger import format_train_line
@@ -37,6 +41,7 @@ from llcv.engine.validation import save_image_png, tensor_to_uint8_rgb
 from llcv.errors import OptionError
 from llcv.memory import AllocatorPeakMeter, MemoryEstimateFields, MemoryMeter, resident_bytes
 from llcv.registry import HOOKS, build
+from llcv.utils import MB
 
 
 class Hook:
@@ -88,6 +93,9 @@ def build_hooks(cfgs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Hook]:
                               f"of one type its own name")
         hooks.append(hook)
     return sorted(hooks, key=lambda h: h.priority)
+
+
+TB_CROP = 128  # side of the validation crops shown in TensorBoard
 
 
 def every(it: int, freq: int, total: int) -> bool:
@@ -220,7 +228,7 @@ class LoggerHook(Hook):
         self.iter_times: deque[float] = deque(maxlen=window)
 
     def after_train_iter(self, runner, it, batch, record) -> None:
-        self.iter_times.append(record["train/time"])
+        self.iter_times.append(record["time/iter_s"])
         runner.writer.write_tb(it, {k: v for k, v in record.items() if k.startswith("mem/")})
         if not every(it, self.print_freq, runner.total_iter):
             return
@@ -240,13 +248,19 @@ class LoggerHook(Hook):
 
 @HOOKS.register_module()
 class ValidationHook(Hook):
-    """Validates every ``val_freq`` iterations and at the end; keeps the best value of each metric."""
+    """Validates every ``val_freq`` iterations and at the end; keeps the best value of each metric.
+
+    TensorBoard gets ``[LQ | output | GT]`` of a fixed crop of each of the first ``tb_images``
+    images: chosen at the first validation where the LQ differs most from the GT, and kept in
+    the checkpoint, so every validation (and a resumed run) shows the same pixels.
+    """
 
     priority = 40
 
     def __init__(self, val_freq: int, save_img: bool, tb_images: int) -> None:
         self.val_freq, self.save_img, self.tb_images = val_freq, save_img, tb_images
         self.best: dict[str, dict[str, float]] = {}
+        self.crops: dict[str, list[int]] = {}  # image -> [top, left, size] in GT pixels
 
     def after_train_iter(self, runner, it, batch, record) -> None:
         if every(it, self.val_freq, runner.total_iter):
@@ -269,10 +283,12 @@ class ValidationHook(Hook):
         start = time.perf_counter()
         first_run = validator.reference is None
         values = validator.run(runner.state.model,
-                               on_batch=self._image_sink(runner, validator.phase, it))
+                               on_batch=self._image_sink(runner, validator, it))
         self._update_best(values, validator, it)
-        self._log(runner, validator, values, it, time.perf_counter() - start, first_run)
-        return {**values, **(validator.reference if first_run else {})}
+        seconds = time.perf_counter() - start
+        self._log(runner, validator, values, it, seconds, first_run)
+        return {**values, **(validator.reference if first_run else {}),
+                f"time/{validator.phase}_s": seconds}
 
     def _update_best(self, values: Mapping[str, float], validator, it: int) -> None:
         for metric in validator.metrics:
@@ -296,9 +312,10 @@ class ValidationHook(Hook):
             ref = ", ".join(f"{k.split('/lq_')[1]}: {v:.4f}" for k, v in validator.reference.items())
             runner.logger.info(f"  reference {validator.phase} LQ vs GT: {ref}")
 
-    def _image_sink(self, runner, phase: str, it: int):
+    def _image_sink(self, runner, validator, it: int):
         if not (self.save_img or (runner.writer.tb is not None and self.tb_images > 0)):
             return None
+        phase, batch_size = validator.phase, validator.loader.batch_size
 
         def sink(index: int, batch: Mapping, output: torch.Tensor) -> None:
             for j, out in enumerate(output):
@@ -306,20 +323,108 @@ class ValidationHook(Hook):
                 if self.save_img:
                     save_image_png(out, os.path.join(runner.exp_dir, "visualization", phase,
                                                      name, f"{name}_{it}.png"))
-                global_index = index * runner.dist.world_size + runner.dist.rank
-                if global_index < self.tb_images and runner.dist.is_main:
-                    gt = batch["gt"][j].cpu()
-                    lq = F.interpolate(batch["lq"][j:j + 1].cpu(), size=gt.shape[-2:])[0]
-                    row = torch.cat([lq, out.float().cpu(), gt], 2)  # SR: LQ shown enlarged
+                shown = runner.dist.rank + (index * batch_size + j) * runner.dist.world_size
+                if shown < self.tb_images and runner.dist.is_main:
+                    row = self._crop_row(f"{phase}/{name}", batch["lq"][j], out, batch["gt"][j])
                     runner.writer.write_image(f"{phase}_images/{name}", tensor_to_uint8_rgb(row),
                                               it)
         return sink
 
+    def _crop_row(self, key: str, lq: torch.Tensor, out: torch.Tensor,
+                  gt: torch.Tensor) -> torch.Tensor:
+        """``[LQ | output | GT]`` of the image's fixed crop (a SR LQ enlarged to the GT's size)."""
+        gt = gt.cpu()
+        lq = F.interpolate(lq[None].cpu(), size=gt.shape[-2:])[0]
+        if key not in self.crops:
+            size = min(TB_CROP, *gt.shape[-2:])
+            top, left = choose_crop([lq.permute(1, 2, 0).numpy()], gt.permute(1, 2, 0).numpy(),
+                                    size)
+            self.crops[key] = [top, left, size]
+        top, left, size = self.crops[key]
+        window = (slice(None), slice(top, top + size), slice(left, left + size))
+        return torch.cat([lq[window], out.float().cpu()[window], gt[window]], 2)
+
     def state_dict(self) -> dict:
-        return {"best": self.best}
+        return {"best": self.best, "crops": self.crops}
 
     def load_state_dict(self, state) -> None:
         self.best = {k: dict(v) for k, v in state.get("best", {}).items()}
+        self.crops = {k: list(v) for k, v in state.get("crops", {}).items()}
+
+
+@HOOKS.register_module()
+class SummaryHook(Hook):
+    """At the end of a run, one screen of what it produced: best metrics and their iteration,
+    the final network's parameters, MACs and estimated peaks, the largest measured peaks, the
+    weights file and the command that tests it; also written to ``summary.json`` and
+    TensorBoard's text tab."""
+
+    priority = 90
+    MEASURED = ("mem/alloc_peak_mb", "mem/reserved_peak_mb", "mem/rss_peak_mb")
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, float] = {}
+
+    def after_train_iter(self, runner, it, batch, record) -> None:
+        for key in self.MEASURED:
+            if key in record:
+                self.peaks[key] = max(self.peaks.get(key, 0.0), record[key])
+
+    def after_run(self, runner) -> None:
+        if not runner.dist.is_main:
+            return
+        summary = self.summary(runner)
+        text = format_summary(summary)
+        runner.logger.info(text)
+        runner.writer.write_text("summary", "```\n" + text + "\n```", runner.total_iter)
+        with open(os.path.join(runner.exp_dir, "summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+
+    def summary(self, runner) -> dict[str, Any]:
+        """The figures of the finished run, as plain values."""
+        model, validators = runner.state.model, runner.validators
+        out: dict[str, Any] = {"name": runner.name, "iterations": runner.total_iter,
+                               "network": runner.state.spec, "params": count_parameters(model)}
+        best = next((h.best for h in runner.hooks if isinstance(h, ValidationHook)), {})
+        out["best"] = {k: dict(v) for k, v in best.items()}
+        if validators:
+            shape = [1, *validators[0].loader.dataset[0]["lq"].shape]
+            meta = copy.deepcopy(model).to("meta")
+            out["macs"], out["macs_input_shape"] = profile_model(meta, shape).macs, shape
+        memory = next((h for h in runner.hooks if isinstance(h, MemoryHook)), None)
+        if memory is not None and memory.estimates is not None:
+            out["estimated_peaks_mb"] = {mode: est.total / MB for mode, est in
+                                         memory.estimates.estimates.items()}
+        out["measured_peaks_mb"] = dict(self.peaks)
+        out["weights"] = os.path.join(runner.exp_dir, "models", "net_g_latest.pth")
+        out["test_command"] = (f"python tools/test.py -opt "
+                               f"{os.path.join(runner.exp_dir, 'options.yml')}")
+        return out
+
+    def state_dict(self) -> dict:
+        return {"peaks": dict(self.peaks)}
+
+    def load_state_dict(self, state) -> None:
+        self.peaks = dict(state.get("peaks", {}))
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The few lines :class:`SummaryHook` prints."""
+    lines = [f"Summary of {summary['name']} ({summary['iterations']} iterations):"]
+    for key, best in summary["best"].items():
+        lines.append(f"  best {key}: {best['value']:.4f} at iter {best['iter']}")
+    pruned = "" if summary["network"]["plan"] is None else " (pruned)"
+    macs = f", {si(summary['macs'])} MACs at {'x'.join(map(str, summary['macs_input_shape']))}" \
+        if "macs" in summary else ""
+    lines.append(f"  network {summary['network']['network_g']['type']}{pruned}: "
+                 f"{summary['params']:,} parameters{macs}")
+    for mode, mb in summary.get("estimated_peaks_mb", {}).items():
+        lines.append(f"  estimated {mode} peak: {mb:.2f} MiB")
+    for key, mb in summary["measured_peaks_mb"].items():
+        lines.append(f"  largest measured {key.split('/')[1]}: {mb:.2f} MiB")
+    lines.append(f"  weights: {summary['weights']}")
+    lines.append(f"  test it: {summary['test_command']}")
+    return "\n".join(lines)
 
 
 @HOOKS.register_module()

@@ -11,12 +11,20 @@ from typing import Any, Mapping
 import numpy as np
 
 LOGGER_NAME = "llcv"
-# TensorBoard "Custom Scalars": measured and estimated memory of a training step on one chart.
-MEMORY_CHARTS = {"memory": {
-    "training step peak (MiB): measured vs estimated": [
-        "Multiline", ["mem/alloc_peak_mb", "mem/est_train_peak_mb", "mem/rss_peak_mb"]],
-    "inference peak (MiB): estimated": ["Multiline", ["mem/est_infer_peak_mb"]],
-}}
+# TensorBoard "Custom Scalars": measured and estimated memory of a training step on one chart
+# (the measured figures each device has: CUDA's allocator peaks, or CPU's tensor peak and RSS).
+MEASURED = {"cuda": ["mem/alloc_peak_mb", "mem/reserved_peak_mb"],
+            "cpu": ["mem/alloc_peak_mb", "mem/rss_peak_mb"]}
+
+
+def memory_charts(device_type: str) -> dict:
+    """The custom-scalar layout for a run on ``device_type``."""
+    measured = MEASURED.get(device_type, MEASURED["cpu"])
+    return {"memory": {
+        "training step peak (MiB): measured vs estimated": [
+            "Multiline", [*measured, "mem/est_train_peak_mb"]],
+        "inference peak (MiB): estimated": ["Multiline", ["mem/est_infer_peak_mb"]],
+    }}
 
 
 def get_logger(log_file: str | None = None, enabled: bool = True) -> logging.Logger:
@@ -49,7 +57,8 @@ def _plain(value: Any) -> Any:
 class MetricWriter:
     """Writes records of scalars to JSONL and TensorBoard (main process only)."""
 
-    def __init__(self, exp_dir: str, use_tb: bool, enabled: bool = True) -> None:
+    def __init__(self, exp_dir: str, use_tb: bool, enabled: bool = True,
+                 device_type: str = "cpu") -> None:
         self.enabled = enabled
         self.jsonl_path = os.path.join(exp_dir, "metrics.jsonl")
         self.tb = None
@@ -57,7 +66,7 @@ class MetricWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=os.path.join(exp_dir, "tb"))
-            self.tb.add_custom_scalars(MEMORY_CHARTS)
+            self.tb.add_custom_scalars(memory_charts(device_type))
 
     def write_jsonl(self, step: int, record: Mapping[str, Any]) -> None:
         """Append one JSON object (``iter`` plus the record) to ``metrics.jsonl``."""
@@ -74,6 +83,11 @@ class MetricWriter:
         for tag, value in record.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.tb.add_scalar(tag, value, step)
+
+    def write_text(self, tag: str, text: str, step: int) -> None:
+        """A Markdown text to TensorBoard's Text tab (e.g. a prune event's per-layer table)."""
+        if self.tb is not None:
+            self.tb.add_text(tag, text, step)
 
     def write_image(self, tag: str, image_hwc: np.ndarray, step: int) -> None:
         """An RGB uint8 image to TensorBoard."""
@@ -95,8 +109,8 @@ def format_train_line(name: str, epoch: int, it: int, total: int, record: Mappin
     """BasicSR-like line: epoch, iter, lr, ETA, time (data), losses, memory."""
     eta = f"{int(eta_s // 3600)}:{int(eta_s % 3600 // 60):02d}:{int(eta_s % 60):02d}"
     head = (f"[{name}][epoch:{epoch:3d}, iter:{it:8,d}/{total:,d}, lr:({record['train/lr']:.3e},)] "
-            f"[eta: {eta}, time (data): {record['train/time']:.3f} ({record['train/data_time']:.3f})]")
-    skip = {"train/lr", "train/time", "train/data_time"}
+            f"[eta: {eta}, time (data): {record['time/iter_s']:.3f} ({record['time/data_s']:.3f})]")
+    skip = {"train/lr", "time/iter_s", "time/data_s"}
     fields = " ".join(f"{k}: {_fmt(v)}" for k, v in record.items() if k not in skip)
     return f"{head} {fields}"
 

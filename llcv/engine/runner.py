@@ -27,6 +27,7 @@ from llcv.engine.dist import (DistInfo, all_gather_objects, all_reduce_max, broa
                               check_ranks_in_sync, init_dist, is_peer_failure, select_device)
 from llcv.engine.hooks import Hook, build_hooks
 from llcv.engine.logger import MetricWriter, get_logger
+from llcv.engine.prune_hook import pruner_options
 from llcv.engine.state import TrainState
 from llcv.engine.validation import Validator
 from llcv.errors import LLCVError
@@ -34,7 +35,7 @@ from llcv.network import (Plan, Spec, build_network, check_plan, checkpoint_spec
                           network_spec, normalized_options, pick_state_dict, spec_with)
 from llcv.optim.schedulers import LRSchedule
 from llcv.registry import MODELS, build
-from llcv.serialization import atomic_save, load_checkpoint, save_yaml
+from llcv.serialization import atomic_save, load_checkpoint, save_yaml, yaml_text
 
 #: what a weights file (``models/net_g_*.pth``) takes from the training state
 WEIGHT_KEYS = ("params", "params_ema", "network")
@@ -69,7 +70,9 @@ class Runner:
         stamp = time.strftime("%Y%m%d_%H%M%S")
         self.logger = get_logger(os.path.join(self.exp_dir, f"train_{self.name}_{stamp}.log"),
                                  self.dist.is_main)
-        self.writer = MetricWriter(self.exp_dir, opt["logger"]["use_tb_logger"], self.dist.is_main)
+        self.writer = MetricWriter(self.exp_dir, opt["logger"]["use_tb_logger"], self.dist.is_main,
+                                   self.device.type)
+        self.writer.write_text("options", "```yaml\n" + yaml_text(opt) + "```", 0)
         seed_everything(opt["manual_seed"] + self.dist.rank)
         self._build_data()
         self.state = self._build_state(resume)
@@ -182,30 +185,39 @@ class Runner:
         cfgs = [("logger", {"type": "MemoryHook", "measure_allocator": log_opt["measure_allocator"]}),
                 ("logger", {"type": "LoggerHook", "print_freq": log_opt["print_freq"]}),
                 ("logger", {"type": "CheckpointHook",
-                            "save_checkpoint_freq": log_opt["save_checkpoint_freq"]})]
+                            "save_checkpoint_freq": log_opt["save_checkpoint_freq"]}),
+                ("logger", {"type": "SummaryHook"})]
         if train["ema_decay"] > 0:
             cfgs.append(("train.ema_decay", {"type": "EMAHook", "decay": train["ema_decay"]}))
         if val_opt is not None and self.validators:
             cfgs.append(("val", {"type": "ValidationHook", "val_freq": val_opt["val_freq"],
                                  "save_img": val_opt["save_img"],
                                  "tb_images": val_opt["tb_images"]}))
+        prune = self.opt.get("prune")
+        if prune is not None:
+            cfgs.append(("prune", {"type": "PruneHook", "pruner": pruner_options(prune),
+                                   "schedule": prune["schedule"], "split": prune["split"]}))
         cfgs += [(f"custom_hooks.{i}", cfg) for i, cfg in enumerate(self.opt["custom_hooks"])]
         return cfgs
 
-    def replace_model(self, plan: Plan) -> Spec:
+    def replace_model(self, plan: Plan | None, spec: Spec | None = None) -> Spec:
         """Swap the network for what ``plan`` makes of it, as one transaction on every rank.
 
-        Rank 0's plan is broadcast, so every rank applies the identical change. The optimizer
-        is rebuilt with the state of kept channels carried over by name (``step`` and every
-        param-group hyper-parameter kept, so the LR schedule continues), the DDP wrapper is
-        rebuilt after a barrier, hooks re-derive what they hold (the EMA gets the same plan,
-        memory estimates refresh), and the old network and optimizer are released.
+        ``spec`` is the new network's spec when the change is more than ``plan``'s slicing
+        (e.g. a pruner that inserted compactors first; the plan then refers to that network);
+        by default it is the current spec with ``plan`` applied. Rank 0's ``(plan, spec)`` is
+        broadcast, so every rank applies the identical change (other ranks may pass None).
+        The optimizer is rebuilt with the state of kept channels carried over by name (``step``
+        and every param-group hyper-parameter kept, so the LR schedule continues), the DDP
+        wrapper is rebuilt after a barrier, hooks re-derive what they hold (the EMA gets the
+        same plan, memory estimates refresh), and the old network and optimizer are released.
         Returns the new spec.
         """
-        plan = broadcast_object(plan)
-        check_plan(self.state.model, plan)
+        plan, spec = broadcast_object((plan, spec))
+        if spec is None:
+            check_plan(self.state.model, plan)
+            spec = spec_with(self.state.spec, plan)
         self.barrier()
-        spec = spec_with(self.state.spec, plan)
         self.state.replace(plan, spec)
         self.call_hooks("after_model_replaced", plan)
         gc.collect()
@@ -244,8 +256,8 @@ class Runner:
                 data_time = time.perf_counter() - start
                 lrs = self.state.apply_lr(it)
                 record = self.state.step(self.state, batch, it)
-                record.update({"train/lr": lrs[0], "train/time": time.perf_counter() - start,
-                               "train/data_time": data_time})
+                record.update({"train/lr": lrs[0], "time/iter_s": time.perf_counter() - start,
+                               "time/data_s": data_time})
                 self.call_hooks("after_train_iter", it, batch, record)
                 if self._stop_requested():
                     self._stop(it)

@@ -7,6 +7,7 @@ hyper-parameter (``lr``, ``initial_lr``, betas, ...) so a closed-form LR schedul
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterable, Mapping, Optional
 
 import torch
@@ -53,7 +54,8 @@ def rebuild_optimizer(old: torch.optim.Optimizer, old_model: nn.Module, new_mode
         groups.append({**{k: v for k, v in group.items() if k != "params"},
                        "params": [new_params[n] for n in members if n in new_params]})
     groups[0]["params"] += [p for n, p in new_params.items() if n not in placed and p.requires_grad]
-    new = type(old)(groups, **old.defaults)
+    accepted = inspect.signature(type(old)).parameters  # defaults may hold more (AdamW's)
+    new = type(old)(groups, **{k: v for k, v in old.defaults.items() if k in accepted})
     keep = plan["keep"] if plan else {}
     old_by_name = dict(old_model.named_parameters())
     for name in placed & set(new_params):

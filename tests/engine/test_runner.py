@@ -38,6 +38,12 @@ def test_outputs_written(finished_run):
     assert "params" in weights and "optimizer" not in weights
     state = torch.load(os.path.join(exp, "training_states/6.state"), weights_only=True)
     assert state["iter"] == 6 and "optimizer" in state and "rng" in state
+    # the TensorBoard crops are fixed in the state (whole 48 px images here: smaller than 128)
+    assert state["hooks"]["ValidationHook"]["crops"] == {
+        "val/skimage_chelsea": [0, 0, 48], "val/skimage_camera": [0, 0, 48]}
+    summary = json.load(open(os.path.join(exp, "summary.json")))
+    assert summary["best"]["val/psnr"]["iter"] in (3, 6) and summary["params"] > 0
+    assert summary["weights"].endswith("net_g_latest.pth") and summary["macs"] > 0
     assert not [f for f in os.listdir(os.path.join(exp, "models")) if f.startswith(".tmp")]
 
 
