@@ -47,6 +47,11 @@ TRAIN_KEYS: dict[str, Any] = {
     "scheduler": Component("scheduler", required=False),
     "ema_decay": Key(FLOAT, 0.0, low=0.0, below=1.0),
     "grad_clip_norm": Key((int, float, type(None)), None, low=0.0),
+    # Speed paths: autocast precision, NHWC layout, torch.compile (true, or its arguments).
+    "amp": Key((str, type(None)), None, (None, "bf16", "fp16")),
+    "channels_last": Key(BOOL, False),
+    "compile": Key((bool, dict), False),
+    "cudnn_benchmark": Key(BOOL, True),  # CUDA only: let cuDNN pick the fastest kernels
 }
 
 SCHEMA: dict[str, Any] = {
@@ -82,7 +87,8 @@ SCHEMA: dict[str, Any] = {
         "print_freq": Key(INT, 100),
         "save_checkpoint_freq": Key(INT, 5000),
         "use_tb_logger": Key(BOOL, True),
-        "measure_allocator": Key(BOOL, True),  # CPU: peak bytes through PyTorch's allocator
+        "measure_allocator": Key(BOOL, True),  # CPU: peak bytes of the tensors of a step
+        "allocator_freq": Key((int, type(None)), None, low=1),  # ... every N iters (print_freq)
     },
 }
 OPTIONAL_SECTIONS = ("val",)
@@ -262,9 +268,10 @@ def validate_options(opt: Mapping[str, Any], notes: Optional[list] = None) -> di
     step = lookup(MODELS, out["model_type"], "model_type")
     train_keys = {**TRAIN_KEYS, **{k: Component("loss", required=False) for k in step.loss_keys},
                   **step.train_keys}
-    reject_unknown(out, [*SCHEMA, *SECTIONS], "")
+    schema = {**SCHEMA, **step.top_keys}
+    reject_unknown(out, [*schema, *SECTIONS], "")
     sections = {k: out.pop(k) for k in SECTIONS if k in out}
-    check_section(out, SCHEMA, "", OPTIONAL_SECTIONS)
+    check_section(out, schema, "", OPTIONAL_SECTIONS)
     out.update(sections)
     _check_datasets(out, "datasets")
     _propagate_scale(out)

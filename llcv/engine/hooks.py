@@ -153,33 +153,43 @@ class EMAHook(Hook):
 class MemoryHook(Hook):
     """Adds this iteration's memory to the record, measured and estimated (max over ranks).
 
-    Measured: CUDA allocator peaks, or on CPU the process RSS and (``measure_allocator``) the
-    peak bytes of the tensors alive during the step, tracked at PyTorch's dispatcher. Kernels'
-    scratch buffers are not tensors and are not seen; the profiler's allocator events would see
-    them but interfere with signal handling, so the loop does not use them.
-    Estimated, counting the same things so both compare on one chart: the peak of a training
-    step at the training batch shape (plus what the run holds beside it, e.g. an EMA copy) and
-    of inference at the first validation image's shape, for the current model, re-estimated
-    whenever the model changes.
+    Measured every iteration: CUDA allocator peaks (free), or on CPU the process RSS and peak
+    RSS. On CPU, ``measure_allocator`` also measures the peak bytes of the tensors alive during
+    the step, tracked at PyTorch's dispatcher; that costs a few microseconds per op (a third of
+    a small model's step), so it runs on a schedule: the first ``WARM_ITERS`` iterations after
+    the start and after every model change, then every ``allocator_freq`` iterations (default:
+    the log's ``print_freq``; 1: every iteration). Kernels' scratch buffers are not tensors and
+    are not seen; the profiler's allocator events would see them but interfere with signal
+    handling, so the loop does not use them.
+    Estimated every iteration, counting the same things so both compare on one chart: the peak
+    of a training step at the training batch shape (plus what the run holds beside it, e.g. an
+    EMA copy) and of inference at the first validation image's shape, for the current model,
+    re-estimated whenever the model or the batch shape changes.
     """
 
     priority = 20
+    WARM_ITERS = 3
 
-    def __init__(self, measure_allocator: bool = True) -> None:
-        self.measure_allocator = measure_allocator
+    def __init__(self, measure_allocator: bool = True, allocator_freq: int = 100) -> None:
+        self.measure_allocator, self.allocator_freq = measure_allocator, allocator_freq
         self.meter: MemoryMeter | None = None
         self.alloc_meter: AllocatorPeakMeter | None = None
         self.estimates: MemoryEstimateFields | None = None
+        self.warm_until = 0  # measure the allocator up to this iteration, whatever the freq
+        self.last_it = 0
 
     def before_run(self, runner) -> None:
         self.meter = MemoryMeter(runner.device)
         self.alloc_meter = AllocatorPeakMeter(
             runner.device, method="tensors",
             enabled=self.measure_allocator and runner.device.type == "cpu")
+        self.warm_until = runner.start_iter + self.WARM_ITERS
 
     def before_train_iter(self, runner, it) -> None:
         self.meter.reset()
-        self.alloc_meter.start(resident_bytes(*runner.resident()))
+        self.last_it = it
+        if it <= self.warm_until or every(it, self.allocator_freq, runner.total_iter):
+            self.alloc_meter.start(resident_bytes(*runner.resident()))
 
     def after_train_iter(self, runner, it, batch, record) -> None:
         figures = {**self.meter.read(), **self.alloc_meter.stop()}
@@ -197,6 +207,7 @@ class MemoryHook(Hook):
 
     def after_model_replaced(self, runner, plan) -> None:
         self.estimates = None  # the next iteration estimates the new model (and EMA bytes)
+        self.warm_until = self.last_it + self.WARM_ITERS
 
     def on_exit(self, runner) -> None:
         if self.alloc_meter is not None:
@@ -211,7 +222,8 @@ class MemoryHook(Hook):
         beside = [obj for hook in runner.hooks for obj in hook.held()] + state.step.held()
         return MemoryEstimateFields(
             list(batch["lq"].shape), val_shape, optimizer=runner.opt["train"]["optim_g"],
-            device=runner.device, loss=state.step.memory_loss(),
+            device=runner.device, amp=runner.opt["train"]["amp"] or False,
+            loss=state.step.memory_loss(),
             train_target_shape=list(batch["gt"].shape),
             extra_train_bytes=resident_bytes(*beside) if beside else 0,
             kernel_workspace=runner.device.type != "cpu")
@@ -364,11 +376,14 @@ class SummaryHook(Hook):
 
     def __init__(self) -> None:
         self.peaks: dict[str, float] = {}
+        self.seconds = {"time/iter_s": 0.0, "time/data_s": 0.0}
 
     def after_train_iter(self, runner, it, batch, record) -> None:
         for key in self.MEASURED:
             if key in record:
                 self.peaks[key] = max(self.peaks.get(key, 0.0), record[key])
+        for key in self.seconds:
+            self.seconds[key] += record.get(key, 0.0)
 
     def after_run(self, runner) -> None:
         if not runner.dist.is_main:
@@ -396,16 +411,19 @@ class SummaryHook(Hook):
             out["estimated_peaks_mb"] = {mode: est.total / MB for mode, est in
                                          memory.estimates.estimates.items()}
         out["measured_peaks_mb"] = dict(self.peaks)
+        total = self.seconds["time/iter_s"]
+        out["data_wait_share"] = self.seconds["time/data_s"] / total if total else 0.0
         out["weights"] = os.path.join(runner.exp_dir, "models", "net_g_latest.pth")
         out["test_command"] = (f"python tools/test.py -opt "
                                f"{os.path.join(runner.exp_dir, 'options.yml')}")
         return out
 
     def state_dict(self) -> dict:
-        return {"peaks": dict(self.peaks)}
+        return {"peaks": dict(self.peaks), "seconds": dict(self.seconds)}
 
     def load_state_dict(self, state) -> None:
         self.peaks = dict(state.get("peaks", {}))
+        self.seconds.update(state.get("seconds", {}))
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -422,6 +440,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"  estimated {mode} peak: {mb:.2f} MiB")
     for key, mb in summary["measured_peaks_mb"].items():
         lines.append(f"  largest measured {key.split('/')[1]}: {mb:.2f} MiB")
+    lines.append(f"  waiting for data: {summary['data_wait_share']:.1%} of the iteration time "
+                 f"(more workers or prefetch_mode if large)")
     lines.append(f"  weights: {summary['weights']}")
     lines.append(f"  test it: {summary['test_command']}")
     return "\n".join(lines)

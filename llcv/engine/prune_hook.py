@@ -9,8 +9,10 @@ EMA, DDP wrapper, estimates). A Taylor importance is accumulated over the ``iter
 training steps before each point, and that partial sum is part of the checkpoint, so a run
 resumed anywhere prunes exactly as an uninterrupted one.
 Each event is logged under ``prune/*`` (text, JSONL, TensorBoard scalars and a text table):
-its report (params, MACs, estimated peaks at the target shape, widths, seconds), then, one
-iteration later, the measured and estimated memory of the first step of the pruned network.
+its report (params, MACs, estimated peaks at the target shape, widths, seconds), the measured
+inference peak at the target shape (an inference target) and the memory of the iteration
+before it; one iteration later, the measured and estimated memory of the first step of the
+pruned network.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from llcv.errors import OptionError
 from llcv.network import build_network, network_spec
 from llcv.pruners.targets import estimate_model, parse_target
 from llcv.engine.hooks import Hook
+from llcv.evaluation import measured_inference_peak
 from llcv.registry import HOOKS, PRUNERS, build
 from llcv.utils import MB, is_int
 
@@ -146,28 +149,49 @@ class PruneHook(Hook):
                 self.active = self._pruner(runner, point)
             self.active.importance.accumulate(runner.state.model)
         if it == point:
-            self._prune(runner, it)
+            self._prune(runner, it, record)
 
-    def _prune(self, runner, it: int) -> None:
+    def _prune(self, runner, it: int, record: Mapping[str, float]) -> None:
         pruner = self.active or self._pruner(runner, it)
-        result = pruner.prune(runner.state.model, runner.state.spec) if runner.dist.is_main \
-            else None
+        result, measured = None, {}
+        if runner.dist.is_main:
+            measured["before"] = self._measure(runner)
+            result = pruner.prune(runner.state.model, runner.state.spec)
         plan, spec = (result.plan, result.spec) if result is not None else (None, None)
         runner.replace_model(plan, spec)
         self.active, self.done = None, self.done + [it]
         self.logged_next = it + 1
         if result is not None:
-            self._log_event(runner, it, result.report)
+            measured["after"] = self._measure(runner)
+            self._log_event(runner, it, result.report, measured, record)
 
-    def _log_event(self, runner, it: int, report: Any) -> None:
+    def _measure(self, runner) -> Optional[float]:
+        """The allocator-measured inference peak (MiB) at the target's shape, for an inference
+        target (a training-step target is measured by the memory hook's next iteration)."""
+        target = parse_target(self.pruner_cfg["target"])
+        if target.mode != "inference" or target.input_shape is None:
+            return None
+        return measured_inference_peak(runner.state.model, target.input_shape,
+                                       runner.device) / MB
+
+    def _log_event(self, runner, it: int, report: Any, measured: Mapping[str, Optional[float]],
+                   record: Mapping[str, float]) -> None:
+        lines = report.format()
+        if measured["after"] is not None:
+            lines += (f"\n  measured inference peak at the target shape: "
+                      f"{measured['before']:.2f} MiB -> {measured['after']:.2f} MiB")
         runner.logger.info(f"Prune event {len(self.done)}/{len(self.schedule)} at iter {it}:\n"
-                           f"{report.format()}")
+                           f"{lines}")
         after = report.after
         fields = {"prune/event": len(self.done), "prune/params": after.params,
                   "prune/macs": after.macs,
                   "prune/est_infer_peak_mb": after.est_infer_peak_bytes / MB,
                   "prune/est_train_peak_mb": after.est_train_peak_bytes / MB,
-                  "prune/seconds": report.seconds}
+                  "prune/seconds": report.seconds,
+                  **{f"prune/before_{k.split('/')[1]}": record[k] for k in NEXT_ITER_FIELDS
+                     if k in record}}
+        if measured["after"] is not None:
+            fields["prune/measured_infer_peak_mb"] = measured["after"]
         runner.writer.write_jsonl(it, {**fields, "prune/target": report.target,
                                        "prune/widths": report.widths})
         runner.writer.write_tb(it, fields)

@@ -62,6 +62,8 @@ class Runner:
         self.dist = dist or init_dist(launcher, params["timeout"], params["backend"],
                                       params["port"])
         self.device = select_device(opt["device"], self.dist)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = opt["train"]["cudnn_benchmark"]
         self.name, self.total_iter = opt["name"], opt["train"]["total_iter"]
         self.exp_dir = os.path.join(opt["path"]["experiments_root"], self.name)
         resume = self._resume_state(auto_resume)
@@ -157,7 +159,10 @@ class Runner:
         step = build(MODELS, {"type": self.opt["model_type"]}, "model_type", opt=self.opt,
                      device=self.device)
         schedule = LRSchedule(train.get("scheduler"), self.total_iter, train["warmup_iter"])
-        return TrainState(model, spec, train["optim_g"], schedule, step, self.dist, self.device)
+        cfg = train["compile"]  # false, true, or torch.compile's arguments
+        compile_cfg = None if cfg is False else {} if cfg is True else dict(cfg)
+        return TrainState(model, spec, train["optim_g"], schedule, step, self.dist, self.device,
+                          train["channels_last"], compile_cfg)
 
     def _initial_network(self) -> tuple[Spec, nn.Module]:
         """``network_g``, or the network a pretrained file describes (a pruned one keeps its
@@ -182,7 +187,8 @@ class Runner:
     def _hook_configs(self) -> list[tuple[str, dict]]:
         """The default hooks the options ask for, then ``custom_hooks``."""
         log_opt, val_opt, train = self.opt["logger"], self.opt.get("val"), self.opt["train"]
-        cfgs = [("logger", {"type": "MemoryHook", "measure_allocator": log_opt["measure_allocator"]}),
+        cfgs = [("logger", {"type": "MemoryHook", "measure_allocator": log_opt["measure_allocator"],
+                            "allocator_freq": log_opt["allocator_freq"] or log_opt["print_freq"]}),
                 ("logger", {"type": "LoggerHook", "print_freq": log_opt["print_freq"]}),
                 ("logger", {"type": "CheckpointHook",
                             "save_checkpoint_freq": log_opt["save_checkpoint_freq"]}),

@@ -7,7 +7,8 @@ around the new parameters, carrying the optimizer state of kept channels over by
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import logging
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -27,17 +28,34 @@ def wrap_for_training(model: nn.Module, dist: DistInfo, device: torch.device) ->
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def compiled(module: nn.Module, cfg: Optional[Mapping[str, Any]]) -> nn.Module:
+    """``torch.compile(module, **cfg)`` (``cfg`` None: ``module`` itself); where this PyTorch
+    cannot compile, the message says so and training goes on uncompiled."""
+    if cfg is None:
+        return module
+    if not torch._dynamo.is_dynamo_supported():
+        logging.getLogger("llcv").warning(
+            "train.compile: torch.compile is not supported by this Python/PyTorch; training "
+            "without it")
+        return module
+    return torch.compile(module, **cfg)
+
+
 class TrainState:
     """The network being trained with what updates it; ``state_dict`` holds all of it."""
 
     def __init__(self, model: nn.Module, spec: Spec, optim_cfg: Mapping[str, Any],
                  lr_schedule: LRSchedule, step: TrainStep, dist: DistInfo,
-                 device: torch.device) -> None:
-        self.model, self.spec = model, spec
-        self.lr_schedule, self.step = lr_schedule, step
+                 device: torch.device, channels_last: bool = False,
+                 compile_cfg: Optional[Mapping[str, Any]] = None) -> None:
+        self.spec, self.lr_schedule, self.step = spec, lr_schedule, step
         self.dist, self.device = dist, device
+        #: Layout the step gives its inputs (and the network's weights have).
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.compile_cfg = compile_cfg
+        self.model = model.to(memory_format=self.memory_format)
         self.optimizer = build_optimizer(model.parameters(), optim_cfg)
-        self.train_model = wrap_for_training(model, dist, device)
+        self.train_model = self._wrap(self.model)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The network's optimizer first, then the step's own (e.g. a discriminator's)."""
@@ -58,11 +76,16 @@ class TrainState:
         dropped (nothing here keeps a reference to them)."""
         old_model, old_optimizer = self.model, self.optimizer
         self.train_model = None  # release the old DDP wrapper before building the new one
-        self.model = transfer(old_model, plan, spec, self.device)
+        self.model = transfer(old_model, plan, spec, self.device).to(
+            memory_format=self.memory_format)
         self.optimizer = rebuild_optimizer(old_optimizer, old_model, self.model, plan)
         self.spec = spec
-        self.train_model = wrap_for_training(self.model, self.dist, self.device)
+        self.train_model = self._wrap(self.model)
         self.step.after_model_replaced(self, plan)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The module the step calls: DDP wrapper (with peers), compiled when asked."""
+        return compiled(wrap_for_training(model, self.dist, self.device), self.compile_cfg)
 
     def state_dict(self) -> dict[str, Any]:
         return {"params": self.model.state_dict(), "network": self.spec,

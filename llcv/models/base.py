@@ -21,6 +21,8 @@ class TrainStep:
     loss_keys: ClassVar[Mapping[str, str]] = {}
     #: extra option keys under ``train`` this step reads: key -> ``llcv.schema`` spec
     train_keys: ClassVar[Mapping[str, Any]] = {}
+    #: extra top-level option keys (e.g. ``network_d``): key -> ``llcv.schema`` spec
+    top_keys: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, opt: Mapping[str, Any], device: torch.device) -> None:
         self.device = device

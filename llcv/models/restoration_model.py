@@ -10,11 +10,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-from torch import nn
 
 from llcv.data.mixing import MixingAugment
 from llcv.errors import LLCVError
 from llcv.models.base import TrainStep
+from llcv.models.precision import MixedPrecision
 from llcv.registry import LOSSES, MODELS, build, check_kwargs
 from llcv.schema import Key
 
@@ -37,6 +37,7 @@ class ImageRestorationModel(TrainStep):
             raise LLCVError(f"train: no loss given; add e.g. train.pixel_opt: {{type: L1Loss}} "
                             f"(loss sections: {', '.join(self.loss_keys)})")
         self.grad_clip_norm = train["grad_clip_norm"]
+        self.precision = MixedPrecision(train["amp"], device)
         self.mixing = None
         if train.get("mixing_augs"):
             check_kwargs(MixingAugment, train["mixing_augs"], "train.mixing_augs")
@@ -48,15 +49,20 @@ class ImageRestorationModel(TrainStep):
         if self.mixing is not None:
             lq, gt = self.mixing(lq, gt)
         state.optimizer.zero_grad(set_to_none=True)
-        output = state.train_model(lq)
-        terms = {name: loss(output, gt) for name, loss in self.losses.items()}
+        with self.precision.autocast():
+            output = state.train_model(lq.contiguous(memory_format=state.memory_format))
+            terms = {name: loss(output.float(), gt) for name, loss in self.losses.items()}
         values = {name: term.item() for name, term in terms.items()}
         check_finite(values, it)
-        sum(terms.values()).backward()
-        if self.grad_clip_norm is not None:
-            nn.utils.clip_grad_norm_(state.model.parameters(), self.grad_clip_norm)
-        state.optimizer.step()
+        self.precision.backward(sum(terms.values()))
+        self.precision.step(state.optimizer, state.model.parameters(), self.grad_clip_norm)
         return {f"train/{name}": value for name, value in values.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.precision.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.precision.load_state_dict(state)
 
     def memory_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         losses = list(self.losses.values())

@@ -81,6 +81,8 @@ def test_prunes_at_the_schedule_and_meets_the_target(tmp_path):
     assert [r["iter"] for r in events] == [3, 6]
     assert all(r["prune/est_infer_peak_mb"] > 0 and r["prune/widths"] for r in events)
     assert events[-1]["prune/est_infer_peak_mb"] <= BUDGET
+    assert events[-1]["prune/measured_infer_peak_mb"] <= BUDGET  # the allocator agrees
+    assert "prune/before_alloc_peak_mb" in events[0]
     after = [r for r in records(runner) if "prune/next_iter_alloc_peak_mb" in r]
     assert [r["iter"] for r in after] == [4, 7]
     losses = [r["train/l_pix"] for r in records(runner) if "train/l_pix" in r]

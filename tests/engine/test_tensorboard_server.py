@@ -75,7 +75,7 @@ def server(run_dir):
 
 def test_scalars_read_back_through_the_http_api(server, run_dir):
     expected_points = {"mem/rss_mb": [1, 2, 3, 4, 5, 6], "mem/rss_peak_mb": [1, 2, 3, 4, 5, 6],
-                       "mem/alloc_peak_mb": [1, 2, 3, 4, 5, 6],
+                       "mem/alloc_peak_mb": [1, 2, 3, 4, 6],  # CPU: on its schedule
                        "mem/est_train_peak_mb": [1, 2, 3, 4, 5, 6],
                        "mem/est_infer_peak_mb": [1, 2, 3, 4, 5, 6],
                        "train/l_pix": [2, 4, 6], "train/lr": [2, 4, 6],
