@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import signal
 
 import cv2
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 import torch
 import yaml
 from skimage import data as skdata
+
+from llcv.engine.hooks import Hook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,6 +47,20 @@ def tiny_options(tmp_path, **train_overrides) -> dict:
         "logger": {"print_freq": 2, "save_checkpoint_freq": 3, "use_tb_logger": True},
     }
     return copy.deepcopy(opt)
+
+
+class StopAt(Hook):
+    """Sends this process SIGTERM during iteration ``k``, as a scheduler or the user would
+    (after every other hook of that iteration)."""
+
+    priority = 95
+
+    def __init__(self, k):
+        self.k = k
+
+    def after_train_iter(self, runner, it, batch, record):
+        if it == self.k:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def dihedral(img):

@@ -3,13 +3,11 @@ target (met at the last one), logs every event, survives stop/resume exactly (Ta
 included), prunes identically on two ranks, and refuses an unreachable target up front."""
 import json
 import os
-import signal
 
 import pytest
 import torch
 
-from conftest import tiny_options, write_yaml
-from llcv.engine.hooks import Hook
+from conftest import StopAt, tiny_options, write_yaml
 from llcv.engine.prune_hook import step_target
 from llcv.engine.runner import Runner, RunInterrupted
 from llcv.errors import LLCVError, OptionError
@@ -34,16 +32,6 @@ def prune_options(tmp_path, name="prune", total_iter=10, **prune):
                     "importance": {"type": "taylor", "iterations": 2}, "round_to": 2, **prune}
     return validate_options(opt)
 
-
-class StopAt(Hook):
-    priority = 95
-
-    def __init__(self, k):
-        self.k = k
-
-    def after_train_iter(self, runner, it, batch, record):
-        if it == self.k:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def records(runner):

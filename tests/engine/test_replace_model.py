@@ -8,7 +8,7 @@ import weakref
 import pytest
 import torch
 
-from conftest import load_tool, tiny_options
+from conftest import StopAt, load_tool, tiny_options
 from llcv.engine.hooks import Hook
 from llcv.engine.runner import Runner, RunInterrupted
 from llcv.network import slice_tensor
@@ -86,16 +86,6 @@ class Record(Hook):
     def after_train_iter(self, runner, it, batch, record):
         self.lr[it], self.loss[it] = record["train/lr"], record["train/l_pix"]
 
-
-class StopAt(Hook):
-    priority = 95
-
-    def __init__(self, k):
-        self.k = k
-
-    def after_train_iter(self, runner, it, batch, record):
-        if it == self.k:
-            os.kill(os.getpid(), __import__("signal").SIGTERM)
 
 
 def options(tmp_path, name, total_iter=10):

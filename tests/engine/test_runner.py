@@ -1,14 +1,12 @@
 """End-to-end runs on CPU: outputs written, TensorBoard tags, exact resume, checkpoint rules."""
 import json
 import os
-import signal
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import tiny_options
-from llcv.engine.hooks import Hook
+from conftest import StopAt, tiny_options
 from llcv.engine.runner import Runner, RunInterrupted
 from llcv.errors import LLCVError
 from llcv.options import validate_options
@@ -81,18 +79,6 @@ def test_tensorboard_tags(finished_run):
         (estimated, measured)
     assert any(tag.startswith("val_images/") for tag in acc.Tags()["images"])
 
-
-class StopAt(Hook):
-    """Sends this process SIGTERM during iteration ``k``, as a scheduler or the user would."""
-
-    priority = 90
-
-    def __init__(self, k):
-        self.k = k
-
-    def after_train_iter(self, runner, it, batch, record):
-        if it == self.k:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
