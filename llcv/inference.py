@@ -15,7 +15,11 @@ Memory: only one band of window rows is kept in float32 (about ``tile`` rows by 
 width); finished rows go to the output array (float32, or uint8/uint16 to save host memory).
 ``choose_tile`` picks the largest tile whose *estimated* peak (``estimate_peak_memory``: weights,
 window, activations, kernel buffers) fits a fraction ``safety`` of the budget; the full-size
-input and output arrays are host memory on top of the budget.
+input and output arrays are host memory on top of the budget. A budget says which figure it
+means (``MEMORY_KINDS``): on CUDA ``reserved`` by default — what the caching allocator holds,
+checked by replaying the windows' allocations in the order the tiling visits them, as windows
+at the image border are smaller — or ``allocated``, ``tensors``, or ``device`` (reserved plus the
+calibrated CUDA context); on CPU every kind is the tensors' peak.
 """
 from __future__ import annotations
 
@@ -28,11 +32,14 @@ import torch
 from torch import nn
 
 from llcv.errors import LLCVError
-from llcv.memory.estimate import estimate_peak_memory
+from llcv.memory.alloc_conf import AllocatorConfig
+from llcv.memory.calibration import resolve_calibration
+from llcv.memory.cuda_estimate import memory_limit, replay_windows
+from llcv.memory.estimate import MemoryEstimate, estimate_peak_memory
 from llcv.memory.fields import structure_key
 from llcv.utils import MB, module_device, module_modes
 
-_PEAKS: dict[tuple, int] = {}  # estimated window peaks, by model structure and window shape
+_ESTIMATES: dict[tuple, MemoryEstimate] = {}  # window estimates, by model structure and shape
 _RADII: dict[tuple, Optional[int]] = {}
 SAFETY = 0.9  # the estimate is within 1% of the allocator peak in tools/bench_memory.py
 
@@ -99,45 +106,112 @@ def _probe_radius(model: nn.Module, channels: int, device: torch.device,
 
 
 # ---------------------------------------------------------------------- tile size
-def tile_peak_bytes(model: nn.Module, height: int, width: int, channels: int = 3,
-                    device: Any = None, dtype: torch.dtype = torch.float32) -> int:
-    """Estimated inference peak for one window of ``height`` x ``width`` (cached)."""
+def budget_kind(kind: Optional[str], device: torch.device) -> str:
+    """The figure a budget means: on CUDA ``kind``, by default ``reserved`` (what the caching
+    allocator holds); on CPU always ``tensors`` (the only figure there)."""
+    if device.type != "cuda":
+        return "tensors"
+    return kind or "reserved"
+
+
+def window_estimate(model: nn.Module, height: int, width: int, channels: int = 3,
+                    device: Any = None, dtype: torch.dtype = torch.float32,
+                    calibration: Any = None) -> MemoryEstimate:
+    """Estimated inference of one ``height`` x ``width`` window (cached; on CUDA with the
+    allocation trace to replay)."""
     device = _device(model, device)
-    key = (structure_key(model), height, width, channels, str(device), dtype)
-    if key not in _PEAKS:
-        if len(_PEAKS) > 4096:
-            _PEAKS.clear()
-        _PEAKS[key] = estimate_peak_memory(model, (1, channels, height, width), "inference",
-                                           dtype=dtype, device=device).total
-    return _PEAKS[key]
+    cal = resolve_calibration(calibration) if device.type == "cuda" else None
+    key = (structure_key(model), height, width, channels, str(device), dtype,
+           AllocatorConfig.from_env(), None if cal is None else cal.source)
+    if key not in _ESTIMATES:
+        if len(_ESTIMATES) > 256:
+            _ESTIMATES.clear()
+        _ESTIMATES[key] = estimate_peak_memory(
+            model, (1, channels, height, width), "inference", dtype=dtype, device=device,
+            calibration=cal if cal is not None else False, keep_trace=device.type == "cuda")
+    return _ESTIMATES[key]
+
+
+def tile_peak_bytes(model: nn.Module, height: int, width: int, channels: int = 3,
+                    device: Any = None, dtype: torch.dtype = torch.float32,
+                    kind: str = "tensors", calibration: Any = None) -> int:
+    """Estimated inference peak (the figure of ``kind``) for one window of ``height`` x
+    ``width``."""
+    return window_estimate(model, height, width, channels, device, dtype, calibration).peak(kind)
+
+
+def _visit_sizes(length: int, tile: int, overlap: int) -> list[int]:
+    """Window lengths along an axis in visiting order, runs of one size cut to two."""
+    sizes: list[int] = []
+    for win in axis_windows(length, tile, overlap):
+        size = win.stop - win.start
+        if sizes[-2:] != [size, size]:
+            sizes.append(size)
+    return sizes
+
+
+def tiling_peak_bytes(model: nn.Module, tile: int, overlap: int, image_hw: tuple,
+                      channels: int = 3, device: Any = None, kind: Optional[str] = None,
+                      calibration: Any = None) -> int:
+    """Estimated peak of the whole tiled run: for ``reserved``/``device`` on CUDA the windows
+    replayed through the caching-allocator model in visiting order (smaller border windows
+    split cached blocks); otherwise the largest window's figure."""
+    device = _device(model, device)
+    kind = budget_kind(kind, device)
+    h, w = image_hw
+    largest = window_estimate(model, min(tile, h), min(tile, w), channels, device,
+                              calibration=calibration)
+    if device.type != "cuda" or kind not in ("reserved", "device"):
+        return largest.peak(kind)
+    context = largest.peak("device") - largest.reserved if kind == "device" else 0
+    traces = [window_estimate(model, wh, ww, channels, device, calibration=calibration).trace
+              for wh in _visit_sizes(h, tile, overlap) for ww in _visit_sizes(w, tile, overlap)]
+    config = AllocatorConfig.from_env()
+    limit = memory_limit(config, resolve_calibration(calibration))
+    return replay_windows(traces, config, limit) + context
 
 
 def choose_tile(model: nn.Module, budget_bytes: int, overlap: int, image_hw: tuple,
-                channels: int = 3, device: Any = None, safety: float = SAFETY) -> int:
+                channels: int = 3, device: Any = None, safety: float = SAFETY,
+                kind: Optional[str] = None, calibration: Any = None) -> int:
     """The largest tile (multiple of ``size_multiple``, more than ``2 * overlap``) whose
-    estimated window peak is at most ``safety * budget_bytes``; binary search over tile sizes."""
+    estimated peak of ``kind`` (see :func:`budget_kind`) is at most ``safety * budget_bytes``:
+    a binary search on one full window, then the whole tiling checked (and the tile lowered
+    while it does not fit)."""
+    device = _device(model, device)
+    kind = budget_kind(kind, device)
     m = size_multiple(model)
     overlap = _round_up(overlap, m)
     h, w = image_hw
+    limit = safety * budget_bytes
 
-    def fits(k: int) -> bool:
-        tile = k * m
-        return tile_peak_bytes(model, min(tile, h), min(tile, w), channels, device) \
-            <= safety * budget_bytes
+    def need(k: int, whole: bool = False) -> int:
+        if whole:
+            return tiling_peak_bytes(model, k * m, overlap, image_hw, channels, device, kind,
+                                     calibration)
+        return tile_peak_bytes(model, min(k * m, h), min(k * m, w), channels, device,
+                               kind=kind, calibration=calibration)
 
-    low = 2 * overlap // m + 1  # the smallest tile with a core of one multiple
+    smallest = low = 2 * overlap // m + 1  # the smallest tile with a core of one multiple
     high = max(low, _round_up(max(h, w) + 2 * overlap, m) // m)
-    if not fits(low):
-        tile = low * m
-        need = tile_peak_bytes(model, min(tile, h), min(tile, w), channels, device) / safety
-        raise LLCVError(
-            f"--memory-budget-mb: {budget_bytes / MB:.2f} MiB is too small; "
-            f"{type(model).__name__} needs at least {need / MB:.2f} MiB for its smallest tile "
-            f"({tile} px with overlap {overlap}); raise the budget or lower --overlap")
-    while low < high:  # invariant: fits(low)
+    if need(low) > limit:
+        _too_small(model, budget_bytes, need(low) / safety, low * m, overlap, kind)
+    while low < high:  # invariant: need(low) fits
         mid = (low + high + 1) // 2
-        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+        low, high = (mid, high) if need(mid) <= limit else (low, mid - 1)
+    while need(low, whole=True) > limit:
+        if low == smallest:
+            _too_small(model, budget_bytes, need(low, True) / safety, low * m, overlap, kind)
+        low -= 1
     return low * m
+
+
+def _too_small(model: nn.Module, budget: int, need: float, tile: int, overlap: int,
+               kind: str) -> None:
+    raise LLCVError(
+        f"--memory-budget-mb: {budget / MB:.2f} MiB is too small; {type(model).__name__} "
+        f"needs at least {need / MB:.2f} MiB ({kind} peak) for its smallest tile ({tile} px "
+        f"with overlap {overlap}); raise the budget or lower --overlap")
 
 
 # ---------------------------------------------------------------------- geometry

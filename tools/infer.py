@@ -10,9 +10,14 @@ pruned model, its plan), so no option file is needed; ``-opt`` gives ``network_g
 state_dict. Weights are ``params_ema`` when present, else ``params`` (or a plain state_dict),
 loaded with ``weights_only=True``. ``--memory-budget-mb`` picks the largest tile whose
 estimated peak (weights, tile, activations, kernel buffers) fits 90% of the budget; the
-full-size image and result are held in host memory on top. ``--overlap`` is the context each tile gets per side (default: the
-network's receptive-field radius, for which tiled output equals whole-image output). Results are
-PNG files of the input's bit depth (8 or 16 bits; ``--bit-depth`` to choose).
+full-size image and result are held in host memory on top. ``--memory-budget-kind`` says what
+the budget bounds on CUDA: ``reserved`` (default: what PyTorch's caching allocator holds,
+``torch.cuda.max_memory_reserved``), ``allocated``, ``tensors``, or ``device`` (reserved plus the
+CUDA context of a ``--calibration`` file from tools/calibrate_memory.py, else
+``LLCV_MEMORY_CALIBRATION``); on CPU every kind is the tensors' peak. ``--overlap`` is the
+context each tile gets per side (default: the network's receptive-field radius, for which tiled
+output equals whole-image output). Results are PNG files of the input's bit depth (8 or 16
+bits; ``--bit-depth`` to choose).
 """
 from __future__ import annotations
 
@@ -42,6 +47,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     size.add_argument("--memory-budget-mb", type=float, default=None,
                       help="pick the largest tile that fits (default 1024 without --tile)")
     size.add_argument("--tile", type=int, default=None, help="tile side in pixels")
+    parser.add_argument("--memory-budget-kind", default=None,
+                        choices=["tensors", "allocated", "reserved", "device"],
+                        help="what the budget bounds on CUDA (default reserved; device needs "
+                             "a calibration); on CPU all are the tensors' peak")
+    parser.add_argument("--calibration", default=None,
+                        help="memory calibration of the CUDA card (tools/calibrate_memory.py; "
+                             "default: LLCV_MEMORY_CALIBRATION)")
     parser.add_argument("--overlap", type=int, default=None,
                         help="context per tile side (default: receptive-field radius)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
@@ -110,17 +122,20 @@ def restore(model, path: str, args: argparse.Namespace, device) -> tuple[str, st
     """Restore one image file into ``args.output``; returns the written path and a report."""
     import numpy as np
 
-    from llcv.inference import choose_tile, plan_overlap, tiled_inference, tile_peak_bytes
+    from llcv.inference import budget_kind, choose_tile, plan_overlap, tiled_inference, \
+        tiling_peak_bytes
     from llcv.utils import MB
 
     img = read_image(path, input_channels(model))
     h, w, c = img.shape
     overlap, _ = plan_overlap(model, args.overlap, c, device)
+    kind = budget_kind(args.memory_budget_kind, device)
     if args.tile is not None:
         tile = args.tile
     else:
         budget = (args.memory_budget_mb or 1024.0) * MB
-        tile = choose_tile(model, int(budget), overlap, (h, w), c, device)
+        tile = choose_tile(model, int(budget), overlap, (h, w), c, device, kind=kind,
+                           calibration=args.calibration)
     bits = args.bit_depth or (8 if img.dtype == np.uint8 else 16)
     start = time.perf_counter()
     out = tiled_inference(model, img, tile, overlap, device=device,
@@ -128,13 +143,16 @@ def restore(model, path: str, args: argparse.Namespace, device) -> tuple[str, st
                           progress=not args.no_progress)
     target = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
     write_image(target, out)
-    peak = tile_peak_bytes(model, min(tile, h), min(tile, w), c, device) / MB
+    peak = tiling_peak_bytes(model, tile, overlap, (h, w), c, device, kind,
+                             args.calibration) / MB
     return target, (f"{path}: {w}x{h} -> {target} ({bits}-bit), tile {tile} overlap {overlap},"
-                    f" estimated peak {peak:.1f} MiB, {time.perf_counter() - start:.1f} s")
+                    f" estimated peak {peak:.1f} MiB ({kind}), "
+                    f"{time.perf_counter() - start:.1f} s")
 
 
 def main(argv: Optional[list[str]] = None) -> list[str]:
-    """Restore every input image; returns the written paths."""
+    """Restore every input image; returns the written paths. A bad image is skipped and the
+    run goes on; the failures are listed at the end with a non-zero exit."""
     import torch
 
     args = parse_args(argv)
@@ -157,11 +175,19 @@ def main(argv: Optional[list[str]] = None) -> list[str]:
     pruned = "" if spec["plan"] is None else " (pruned)"
     print(f"network_g{pruned}: {spec['network_g']}, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {report}")
-    written = []
+    written, failed = [], []
     for path in images:
-        target, report = restore(model, path, args, device)
+        try:
+            target, report = restore(model, path, args, device)
+        except DataError as err:  # a bad file: go on with the others, report it at the end
+            print(f"skipped {path}: {err}")
+            failed.append(str(err))
+            continue
         print(report)
         written.append(target)
+    if failed:
+        raise DataError(f"{len(failed)} of {len(images)} input image(s) failed (the other "
+                        f"{len(written)} were written): {'; '.join(failed)}")
     return written
 
 

@@ -10,9 +10,17 @@ matmuls, attention; element-wise ops are not counted). Only ``network_g`` (and
 ``train.optim_g``) of the option file is read, so training and test option files both work; a
 checkpoint that describes its network (pruned or not) needs no option file. With ``--device meta`` nothing is computed:
 the figures are the same and any resolution profiles in seconds. Peak memory is estimated on
-data-less tensors (``llcv.memory.estimate_peak_memory``) for the target ``--device`` (CPU for
-meta); the training step uses the option file's ``train.optim_g`` (else ``--optimizer``) with the
-batch size of ``--input-shape``.
+data-less tensors (``llcv.memory.estimate_peak_memory``) for the target ``--memory-device``
+(default ``--device``; CPU for meta); the training step uses the option file's ``train.optim_g``
+(else ``--optimizer``) with the batch size of ``--input-shape``. For a CUDA target no GPU is
+needed, and each estimate also prints what the card holds, as a line
+``tensors -> allocated (workspaces) -> reserved -> device total``: the caching allocator's
+``max_memory_allocated`` and ``max_memory_reserved`` (its options from ``--alloc-conf`` or
+``PYTORCH_CUDA_ALLOC_CONF``) and, with a ``--calibration`` file of tools/calibrate_memory.py
+(or ``LLCV_MEMORY_CALIBRATION``), the CUDA context on top:
+
+    python tools/profile_model.py -opt FILE.yml --device meta --memory-device cuda \
+        --input-shape 8 3 256 256 --calibration h200.json
 """
 from __future__ import annotations
 
@@ -53,25 +61,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                         help="estimate mixed precision (autocast) training and inference")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory estimates")
+    parser.add_argument("--memory-device", default=None,
+                        help="target device of the memory estimates, e.g. cuda on a machine "
+                             "without one (default: --device; cpu for meta)")
+    parser.add_argument("--alloc-conf", default=None, metavar="CONF",
+                        help="CUDA caching-allocator options for the estimate, as in "
+                             "PYTORCH_CUDA_ALLOC_CONF (default: that variable)")
+    parser.add_argument("--calibration", default=None,
+                        help="memory calibration of the CUDA card (tools/calibrate_memory.py; "
+                             "default: LLCV_MEMORY_CALIBRATION)")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override options, e.g. --set network_g.width=64")
     return parser.parse_args(argv)
 
 
-def memory_estimates(model: Any, input_shape: list[int], optimizer: Any, amp: str) -> dict:
-    """Estimated inference and training-step peaks (``MemoryEstimate`` by mode)."""
+def memory_estimates(model: Any, input_shape: list[int], optimizer: Any, amp: str,
+                     device: Any = None, alloc_conf: Any = None, calibration: Any = None) -> dict:
+    """Estimated inference and training-step peaks (``MemoryEstimate`` by mode) for the
+    target ``device`` (default: the model's)."""
     from llcv.memory import estimate_peak_memory
 
-    amp_arg = False if amp == "none" else amp
-    return {"inference": estimate_peak_memory(model, input_shape, "inference", amp=amp_arg),
-            "train": estimate_peak_memory(model, input_shape, "train", optimizer, amp=amp_arg)}
+    options = {"amp": False if amp == "none" else amp, "device": device,
+               "allocator": alloc_conf, "calibration": calibration}
+    return {"inference": estimate_peak_memory(model, input_shape, "inference", **options),
+            "train": estimate_peak_memory(model, input_shape, "train", optimizer, **options)}
 
 
 def estimate_figures(estimates: dict) -> dict:
-    """JSON fields: the two peaks in bytes and each breakdown with its 10 largest tensors."""
+    """JSON fields: the two peaks in bytes (on CUDA also ``est_<mode>_allocated_bytes``,
+    ``_reserved_bytes`` and, calibrated, ``_device_bytes``) and each breakdown with its 10
+    largest tensors."""
     figures = {"est_infer_peak_bytes": estimates["inference"].total,
                "est_train_peak_bytes": estimates["train"].total, "memory_estimates": {}}
     for mode, est in estimates.items():
+        short = "infer" if mode == "inference" else mode
+        for kind, value in (("allocated", est.allocated), ("reserved", est.reserved),
+                            ("device", est.device_total)):
+            if value is not None:
+                figures[f"est_{short}_{kind}_bytes"] = value
         fields = est.to_dict()
         fields["live_at_peak"] = fields["live_at_peak"][:10]
         figures["memory_estimates"][mode] = fields
@@ -125,7 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
     figures = {"network_g": network_opt, "network": spec, **profile.to_dict()}
     if not args.no_memory:
         optimizer = (opt.get("train") or {}).get("optim_g") or args.optimizer
-        estimates = memory_estimates(model, args.input_shape, optimizer, args.amp)
+        target = args.memory_device or ("cpu" if device.type == "meta" else device)
+        estimates = memory_estimates(model, args.input_shape, optimizer, args.amp, target,
+                                     args.alloc_conf, args.calibration)
         for est in estimates.values():
             print(est.format())
         figures.update(estimate_figures(estimates))

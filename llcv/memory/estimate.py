@@ -15,7 +15,10 @@ CUDA picks foreach optimizers). A single-tensor optimizer (CPU) updates one para
 with temporaries proportional to it, so only its largest parameter's update is run. On top of
 the tensors, ``llcv.memory.workspace`` adds what a CPU kernel allocates inside one call (oneDNN
 reorder buffers, im2col matrices); on CUDA each storage is rounded to the caching allocator's
-512-byte blocks and cuDNN workspaces are not modelled.
+512-byte blocks, and the allocation/free stream of the step is replayed through a model of the
+caching allocator (``llcv.memory.cuda_estimate``) for what the card really holds: ``allocated``
+(block sizes, library workspaces), ``reserved`` (segments) and, with a device calibration
+(``llcv.memory.calibration``), the ``device`` total with the CUDA context.
 
 A training step is modelled in steady state as llcv's runner does it: gradients set to None,
 forward, loss (the output and loss stay referenced until the step ends), backward, optimizer
@@ -35,6 +38,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.func import functional_call
 
 from llcv.errors import LLCVError, OptionError
+from llcv.memory.alloc_conf import AllocatorConfig
+from llcv.memory.calibration import Calibration, resolve_calibration
+from llcv.memory.cuda_estimate import DeviceFigures, MemoryTrace, device_figures, workspace_hook
 from llcv.memory.naming import ModuleNames
 from llcv.memory.tracker import LiveStorageTracker, StorageInfo
 from llcv.memory.workspace import kernel_extra
@@ -42,6 +48,9 @@ from llcv.registry import OPTIMIZERS, lookup
 from llcv.utils import MB, is_int, module_device, module_modes
 
 KINDS = ("weight", "input", "optimizer_state", "gradient", "activation", "transient")
+#: What a memory budget may mean: the tensors' peak, the CUDA allocator's allocated or reserved
+#: peak, or the device total (reserved plus the calibrated context). On CPU all are the tensors'.
+MEMORY_KINDS = ("tensors", "allocated", "reserved", "device")
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss, "mse": F.mse_loss}
 
@@ -78,10 +87,43 @@ class MemoryEstimate:
     peak_op: str  # "<module> / <op>" running when the peak was reached
     peak_phase: str
     live_at_peak: list = field(default_factory=list)  # LiveTensor, largest first
+    # CUDA targets (None on CPU): the caching allocator's peaks and what sits outside it
+    allocated: Optional[int] = None  # max_memory_allocated: blocks, incl. library workspaces
+    reserved: Optional[int] = None  # max_memory_reserved: segments
+    workspace: Optional[int] = None  # cuBLAS workspace kept + largest cuDNN workspace
+    context: Optional[int] = None  # calibrated CUDA context (None: no calibration)
+    device_total: Optional[int] = None  # reserved + context
+    calibration: Optional[str] = None  # the calibration file used
+    trace = None  # (not a field) the MemoryTrace of a CUDA estimate made with keep_trace
 
     @property
     def total_mb(self) -> float:
         return self.total / MB
+
+    def peak(self, kind: str = "reserved") -> int:
+        """The peak bytes a budget of ``kind`` (one of MEMORY_KINDS) is checked against; on CPU
+        every kind is the tensors' peak ``total``. ``device`` needs a calibration."""
+        if kind not in MEMORY_KINDS:
+            raise OptionError(f"memory kind: expected one of {', '.join(MEMORY_KINDS)}, "
+                              f"got {kind!r}")
+        if self.reserved is None:
+            return self.total
+        if kind == "device" and self.device_total is None:
+            raise OptionError("memory kind 'device': the CUDA context is not known; measure it "
+                              "once with tools/calibrate_memory.py and pass the file (or set "
+                              "LLCV_MEMORY_CALIBRATION)")
+        return {"tensors": self.total, "allocated": self.allocated, "reserved": self.reserved,
+                "device": self.device_total}[kind]
+
+    def device_line(self) -> str:
+        """``tensors -> allocated -> reserved -> device total`` (MiB) of a CUDA estimate."""
+        line = (f"  on the device: tensors {self.total / MB:.2f} -> allocated "
+                f"{self.allocated / MB:.2f} (workspaces {self.workspace / MB:.2f}) -> reserved "
+                f"{self.reserved / MB:.2f} -> device total ")
+        if self.device_total is None:
+            return line + "unknown (no calibration: run tools/calibrate_memory.py)"
+        return line + (f"{self.device_total / MB:.2f} (context {self.context / MB:.2f}, "
+                       f"{self.calibration})")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures (bytes) with the live list."""
@@ -94,6 +136,8 @@ class MemoryEstimate:
                  f"{self.total / MB:.2f} MiB (at {self.peak_phase}: {self.peak_op})"]
         parts = ("weights", "inputs", "gradients", "optimizer_state", "activations", "transient")
         lines.append("  " + ", ".join(f"{p} {getattr(self, p) / MB:.2f}" for p in parts))
+        if self.reserved is not None:
+            lines.append(self.device_line())
         for t in self.live_at_peak[:top]:
             shape = "x".join(map(str, t.shape))
             lines.append(f"    {t.bytes / MB:9.3f} MiB  {t.kind:<15} {t.name} [{shape}]")
@@ -119,6 +163,36 @@ def _amp_dtype(amp: Union[bool, torch.dtype, str, None], device: torch.device):
     if amp not in (torch.bfloat16, torch.float16):
         raise OptionError(f"amp: expected False, True, 'bf16' or 'fp16', got {amp!r}")
     return amp
+
+
+def _capability(device: torch.device) -> Optional[tuple]:
+    """Compute capability of the CUDA target when a card is present (else unknown)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return tuple(torch.cuda.get_device_capability(device))
+    return None
+
+
+def _device_calibration(device: torch.device, calibration: Any) -> Optional[Calibration]:
+    """The calibration for a CUDA target (argument or LLCV_MEMORY_CALIBRATION), checked
+    against the card when one is present."""
+    if device.type != "cuda":
+        return None
+    found = resolve_calibration(calibration)
+    if found is not None and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(device)
+        if name != found.device_name:
+            raise OptionError(f"calibration: {found.source} was measured on "
+                              f"{found.device_name!r}, this card is {name!r}; calibrate it "
+                              f"with tools/calibrate_memory.py")
+    return found
+
+
+def _allocator_config(allocator: Union[AllocatorConfig, str, None]) -> AllocatorConfig:
+    """The caching allocator's options: given, a PYTORCH_CUDA_ALLOC_CONF-style string, or
+    the process environment's."""
+    if isinstance(allocator, AllocatorConfig):
+        return allocator
+    return AllocatorConfig.from_env() if allocator is None else AllocatorConfig.parse(allocator)
 
 
 def _size_of(device: torch.device) -> Callable[[int], int]:
@@ -152,14 +226,18 @@ class _Run:
     """
 
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype,
-                 train: bool, workspace: bool) -> None:
+                 train: bool, workspace: bool, calibration: Optional[Calibration] = None) -> None:
         self.model, self.device, self.dtype, self.train = model, device, dtype, train
-        cuda_unbuilt = device.type == "cuda" and not torch.backends.cuda.is_built()
-        self.exec_device = torch.device("cpu") if cuda_unbuilt else device
+        cuda = device.type == "cuda"
+        self.exec_device = torch.device("cpu") if cuda and not torch.backends.cuda.is_built() \
+            else device
         self.names = ModuleNames(model)
         on_op = (lambda f, a, k, o: kernel_extra(f, a, k, o, device.type)) if workspace else None
+        library = workspace_hook(calibration, _capability(device)) if cuda and workspace \
+            else None
         self.tracker = LiveStorageTracker(_size_of(device), on_op, snapshots=True,
-                                          namer=self.names)
+                                          namer=self.names, record_events=cuda,
+                                          workspace=library)
         self.params: dict[str, torch.Tensor] = {}
         self.state: dict[str, torch.Tensor] = {}
         self.optimizer_options: dict[str, Any] = {}
@@ -226,6 +304,16 @@ class _Run:
     def forward(self, x: torch.Tensor) -> Any:
         return functional_call(self.model, self.state, (x,))
 
+    def on_host(self, info: StorageInfo) -> bool:
+        """A storage a CUDA run keeps in host memory: a CPU tensor, or (when CPU tensors stand
+        in for CUDA ones) an optimizer's scalar ``step``, which torch.optim keeps on the CPU
+        unless ``capturable`` or ``fused``."""
+        if self.exec_device.type == "cuda":
+            return info.device == "cpu"
+        options = self.optimizer_options
+        return info.kind == "optimizer_state" and info.name == "optimizer.step" and \
+            info.shape == () and not options.get("capturable") and not options.get("fused")
+
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, options: dict[str, Any]) -> None:
     """The step's memory: a foreach step runs whole; a single-tensor step updates one parameter
@@ -251,7 +339,8 @@ def _classify(info: StorageInfo, gradients: set[int]) -> str:
     return "activation" if info.phase in ("forward", "loss") else "transient"
 
 
-def _result(run: _Run, gradients: set[int], meta: dict[str, Any]) -> MemoryEstimate:
+def _result(run: _Run, gradients: set[int], meta: dict[str, Any],
+            device: Optional[DeviceFigures] = None) -> MemoryEstimate:
     snap = run.tracker.snapshot
     live = [LiveTensor(i.name, _classify(i, gradients), i.nbytes, list(i.shape), i.dtype,
                        i.phase) for i in snap.live]
@@ -266,7 +355,7 @@ def _result(run: _Run, gradients: set[int], meta: dict[str, Any]) -> MemoryEstim
         **meta, weights=sums["weight"], inputs=sums["input"], gradients=sums["gradient"],
         optimizer_state=sums["optimizer_state"], activations=sums["activation"],
         transient=sums["transient"], total=total, peak_op=snap.op, peak_phase=snap.phase,
-        live_at_peak=live)
+        live_at_peak=live, **({} if device is None else asdict(device)))
 
 
 def _check_args(input_shape: Sequence[int], mode: str) -> tuple[int, ...]:
@@ -327,11 +416,13 @@ class _Spec:
     loss_fn: Optional[Callable] = None
     optimizer: Optional[tuple] = None  # (class, options)
     target_shape: Optional[tuple] = None
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    calibration: Optional[Calibration] = None
 
 
 def _execute(spec: _Spec) -> tuple[_Run, set[int]]:
     """Build the data-less weights and inputs and run the step; returns the run and grads."""
-    run = _Run(spec.model, spec.device, spec.dtype, spec.train, spec.workspace)
+    run = _Run(spec.model, spec.device, spec.dtype, spec.train, spec.workspace, spec.calibration)
     with FakeTensorMode(allow_non_fake_inputs=True), module_modes(spec.model, spec.train):
         run.build_state()
         x = run.input(spec.shape, "input")
@@ -349,7 +440,10 @@ def estimate_peak_memory(model: nn.Module, input_shape: Sequence[int], mode: str
                          loss: Union[str, Callable] = "l1",
                          target_shape: Optional[Sequence[int]] = None,
                          optimizer_kwargs: Optional[Mapping[str, Any]] = None,
-                         kernel_workspace: bool = True) -> MemoryEstimate:
+                         kernel_workspace: bool = True,
+                         allocator: Union[AllocatorConfig, str, None] = None,
+                         calibration: Union[Calibration, str, None, bool] = None,
+                         keep_trace: bool = False) -> MemoryEstimate:
     """Peak memory of ``model`` on ``input_shape`` without running it on real memory.
 
     ``mode``: ``inference`` (eval mode, no grad) or ``train`` (one steady-state step with
@@ -358,7 +452,14 @@ def estimate_peak_memory(model: nn.Module, input_shape: Sequence[int], mode: str
     ``target_shape``, default the input's shape). ``dtype`` is that of weights and inputs;
     ``amp`` runs forward and loss under autocast (True: the device's default, or 'bf16'/'fp16').
     ``device`` defaults to the model's (CPU for a model on the meta device).
-    ``kernel_workspace=False`` leaves out kernel-internal buffers. The model's weights are never
+    ``kernel_workspace=False`` leaves out kernel-internal buffers (and library workspaces).
+    For a CUDA target, ``allocator`` gives the caching allocator's options (an
+    ``AllocatorConfig`` or a ``PYTORCH_CUDA_ALLOC_CONF`` string; default: the environment's)
+    and ``calibration`` the device's memory calibration (a file, a ``Calibration``, None for
+    ``LLCV_MEMORY_CALIBRATION``, False for none); the estimate then also has ``allocated``,
+    ``reserved`` and (calibrated) ``device_total``: read a budget's figure with
+    ``estimate.peak(kind)``; ``keep_trace`` keeps the step's allocation stream on the
+    estimate (``estimate.trace``, to replay several in turn). The model's weights are never
     touched and every module's train/eval mode is restored.
     """
     shape = _check_args(input_shape, mode)
@@ -367,7 +468,8 @@ def estimate_peak_memory(model: nn.Module, input_shape: Sequence[int], mode: str
     spec = _Spec(model, shape, device, dtype, train, kernel_workspace, _amp_dtype(amp, device),
                  _loss_fn(loss) if train else None,
                  _optimizer_factory(optimizer, device, optimizer_kwargs) if train else None,
-                 tuple(target_shape) if target_shape else None)
+                 tuple(target_shape) if target_shape else None, _allocator_config(allocator),
+                 _device_calibration(device, calibration))
     meta = {"mode": mode, "input_shape": list(shape), "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
             "amp": None if spec.amp_dtype is None else str(spec.amp_dtype).replace("torch.", ""),
@@ -378,4 +480,10 @@ def estimate_peak_memory(model: nn.Module, input_shape: Sequence[int], mode: str
         detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else repr(err)
         raise LLCVError(f"input_shape: {type(model).__name__} cannot run on {list(shape)} "
                         f"({detail})") from None
-    return _result(run, gradients, meta)
+    if device.type != "cuda":
+        return _result(run, gradients, meta)
+    trace = MemoryTrace.of(run.tracker, run.on_host)
+    est = _result(run, gradients, meta, device_figures(trace, spec.allocator, spec.calibration))
+    if keep_trace:
+        est.trace = trace
+    return est

@@ -23,9 +23,23 @@ def structure_key(model: nn.Module) -> tuple:
     return id(model), params, buffers
 
 
+def _device_fields(prefix: str, est: MemoryEstimate, extra: int = 0) -> dict[str, float]:
+    """``<prefix>_alloc_mb``, ``_reserved_mb`` and (calibrated) ``_device_mb`` of a CUDA
+    estimate; none for a CPU one."""
+    if est.reserved is None:
+        return {}
+    figures = {f"{prefix}_alloc_mb": (est.allocated + extra) / MB,
+               f"{prefix}_reserved_mb": (est.reserved + extra) / MB}
+    if est.device_total is not None:
+        figures[f"{prefix}_device_mb"] = (est.device_total + extra) / MB
+    return figures
+
+
 class MemoryEstimateFields:
     """``mem/est_train_peak_mb`` at ``train_shape`` and ``mem/est_infer_peak_mb`` at
-    ``val_shape`` (either may be None) for the current model, cached per structure.
+    ``val_shape`` (either may be None) for the current model, cached per structure. On CUDA
+    also the caching allocator's figures: ``mem/est_{train,infer}_alloc_mb``, ``..._reserved_mb``
+    and, with a memory calibration, ``..._device_mb`` (see ``MemoryEstimate.peak``).
 
     ``optimizer`` is the ``train.optim_g`` section (or a name); ``device`` the run's device;
     ``train_target_shape`` the loss target's shape (the GT batch; default: the input's).
@@ -66,9 +80,11 @@ class MemoryEstimateFields:
                                        kernel_workspace=self.kernel_workspace)
             self.estimates["train"] = est
             figures["mem/est_train_peak_mb"] = (est.total + self.extra_train_bytes) / MB
+            figures.update(_device_fields("mem/est_train", est, self.extra_train_bytes))
         if self.val_shape is not None:
             est = estimate_peak_memory(model, self.val_shape, "inference", amp=self.amp,
                                        device=self.device, kernel_workspace=self.kernel_workspace)
             self.estimates["inference"] = est
             figures["mem/est_infer_peak_mb"] = est.total / MB
+            figures.update(_device_fields("mem/est_infer", est))
         return figures
