@@ -126,7 +126,7 @@ class PruneHook(Hook):
             dense = build_network(network_spec(runner.state.spec["network_g"]), device="meta")
             device = target.device or runner.device
             self._start_mb = estimate_model(dense, target.input_shape, target.mode, target,
-                                            device).total / MB
+                                            device).peak(target.memory_kind) / MB
         return self._start_mb
 
     # ---------------------------------------------------------------- stages

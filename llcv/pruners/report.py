@@ -14,7 +14,8 @@ from llcv.utils import MB
 
 @dataclass
 class Figures:
-    """Params, MACs and estimated peaks (bytes) of one network at the report's input shape."""
+    """Params, MACs and estimated peaks (bytes, the target's memory kind) of one network at the
+    report's input shape."""
 
     params: int
     macs: int
@@ -25,8 +26,10 @@ class Figures:
 def figures(model: nn.Module, shape: tuple, target: Target, device: Any) -> Figures:
     """The :class:`Figures` of ``model`` (a meta-device network is fine)."""
     return Figures(count_parameters(model), profile_model(model, shape).macs,
-                   estimate_model(model, shape, "inference", target, device).total,
-                   estimate_model(model, shape, "train", target, device).total)
+                   estimate_model(model, shape, "inference", target, device)
+                   .peak(target.memory_kind),
+                   estimate_model(model, shape, "train", target, device)
+                   .peak(target.memory_kind))
 
 
 @dataclass

@@ -7,7 +7,9 @@
   (MACs at ``input_shape``);
 - ``peak_memory_mb: N`` — estimated peak memory at most N MiB at ``input_shape`` for ``mode``
   ``inference`` or ``train`` (one step with ``optimizer``, default AdamW; ``amp``), on
-  ``device`` (default: the model's).
+  ``device`` (default: the model's); ``kind`` says which figure (``llcv.memory.MEMORY_KINDS``):
+  on CUDA ``reserved`` (default: what the caching allocator holds), ``allocated``, ``tensors``
+  or ``device`` (with a calibration); on CPU every kind is the tensors' peak.
 
 ``input_shape`` (default ``[1, C, 256, 256]``, C the arch's image channels) is also the shape the
 report's MACs and peaks are given at. Ratios are relative to the network being pruned.
@@ -27,13 +29,13 @@ from torch import nn
 
 from llcv.analysis.profile import count_parameters, profile_model
 from llcv.errors import ArgumentError
-from llcv.memory import MemoryEstimate, estimate_peak_memory
+from llcv.memory import MEMORY_KINDS, MemoryEstimate, estimate_peak_memory
 from llcv.network import apply_plan
 from llcv.pruners.graph import ChannelGraph
 from llcv.utils import MB, check_int_list, check_number, module_device, module_modes
 
 KINDS = ("channel_ratio", "params_ratio", "macs_ratio", "peak_memory_mb")
-OPTIONS = ("input_shape", "mode", "optimizer", "amp", "device")
+OPTIONS = ("input_shape", "mode", "optimizer", "amp", "device", "kind")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Target:
     optimizer: Any = "AdamW"
     amp: Any = False
     device: Optional[str] = None
+    memory_kind: str = "reserved"
 
     def describe(self, shape: tuple) -> str:
         """E.g. ``peak 512.00 MiB at 1x3x512x512 (inference)`` or ``params_ratio 0.5``."""
@@ -79,8 +82,12 @@ def parse_target(target: Any) -> Target:
     if kind == "peak_memory_mb" and shape is None:
         raise ArgumentError("target.input_shape: a peak-memory target needs the input shape "
                             "it holds at, e.g. [1, 3, 1024, 1024]")
+    memory_kind = target.get("kind", "reserved")
+    if memory_kind not in MEMORY_KINDS:
+        raise ArgumentError(f"target.kind: expected one of {', '.join(MEMORY_KINDS)}, "
+                            f"got {memory_kind!r}")
     return Target(kind, value, shape, mode, target.get("optimizer", "AdamW"),
-                  target.get("amp", False), target.get("device"))
+                  target.get("amp", False), target.get("device"), memory_kind)
 
 
 class Evaluator:
@@ -119,7 +126,7 @@ class Evaluator:
         if kind == "channel_ratio":
             return float(sum(widths.values()))
         if kind == "peak_memory_mb":
-            return float(self.estimate(widths).total)
+            return float(self.estimate(widths).peak(self.target.memory_kind))
         model = self.model(widths)
         if kind == "params_ratio":
             return float(count_parameters(model))

@@ -55,7 +55,9 @@ def _try(network_g: Mapping[str, Any], factor: float, round_to: int, shape: Sequ
         model = build(ARCHS, scaled, "network_g", device="meta")
     except ArgumentError:
         return None
-    peak = estimate_peak_memory(model, shape, mode, **options).total
+    kind = options.get("kind", "reserved")
+    peak = estimate_peak_memory(model, shape, mode, **{k: v for k, v in options.items()
+                                                       if k != "kind"}).peak(kind)
     return WidthChoice(factor, scaled, peak, count_parameters(model))
 
 
@@ -75,7 +77,8 @@ def largest_multiplier(network_g: Mapping[str, Any], budget_mb: float, input_sha
                        mode: str = "inference", round_to: int = 1, low: float = 1 / 64,
                        high: float = 1.0, **estimate_options: Any) -> WidthChoice:
     """The largest factor in [low, high] whose scaled network's estimated peak at
-    ``input_shape`` (``mode``; ``estimate_options`` go to ``estimate_peak_memory``) is at most
+    ``input_shape`` (``mode``; ``estimate_options`` go to ``estimate_peak_memory``, except
+    ``kind``, the memory figure compared: ``llcv.memory.MEMORY_KINDS``) is at most
     ``budget_mb``; a budget even the thinnest one misses is refused with its figure. Widths the
     arch refuses (e.g. not divisible by its heads) count as out of budget."""
     budget = check_number("budget_mb", budget_mb, 0) * MB

@@ -177,3 +177,25 @@ def test_check_refuses_an_unreachable_target_before_any_gradients(unet):
         build(PRUNERS, {"type": "MemoryAwarePruner", "importance": taylor,
                         "target": {"peak_memory_mb": 0.01, "input_shape": SHAPE}}, "prune") \
             .check(model, spec)
+
+
+def test_peak_memory_targets_say_which_figure_they_bound():
+    from llcv.errors import ArgumentError
+    from llcv.memory import estimate_peak_memory
+    from llcv.network import build_network, network_spec
+    from llcv.pruners.targets import estimate_model, parse_target
+
+    with pytest.raises(ArgumentError, match=r"^target.kind: expected one of tensors, allocated"):
+        parse_target({"peak_memory_mb": 10, "input_shape": [1, 3, 64, 64], "kind": "free"})
+    model = build_network(network_spec({"type": "UNet", "widths": [8, 16], "blocks": [1, 1]}),
+                          device="meta")
+    figures = {}
+    for kind in ("tensors", "allocated", "reserved"):
+        target = parse_target({"peak_memory_mb": 10, "input_shape": [1, 3, 64, 64],
+                               "device": "cuda", "kind": kind})
+        figures[kind] = estimate_model(model, target.input_shape, "inference", target,
+                                       "cuda").peak(kind)
+    direct = estimate_peak_memory(model, [1, 3, 64, 64], "inference", device="cuda")
+    assert figures == {k: direct.peak(k) for k in figures}
+    assert figures["tensors"] <= figures["allocated"] <= figures["reserved"]
+    assert figures["reserved"] > figures["tensors"]  # the caching allocator's segments
