@@ -8,6 +8,10 @@ Each section prints its table and a summary; the last line is ``result: ...`` wi
 section's summary. ``--dry-run`` measures nothing (and needs no GPU): it prints what would be
 run with the estimates, the part that runs in CI.
 
+Section ``overhead``: tools/bench_overhead.py on the card (bare loop vs ``Runner.train()`` with the
+default logging, UNet and NAFNet demos). Section ``throughput``: training images/s of a UNet and a
+NAFNet at batch 8 x 256^2 in fp32, bf16 autocast, channels_last and torch.compile.
+
 Section ``memory``: UNet, NAFNet and DnCNN (demo widths) x three input sizes x {inference, a
 training step (AdamW, L1)}: the estimate (``estimate_peak_memory`` for the CUDA target with the
 device's calibration) against the measurement of a fresh cell (caches emptied, model built on
@@ -239,8 +243,83 @@ def memory_section(args: argparse.Namespace, device: Any) -> tuple[str, dict]:
     return summary, figures
 
 
+# ---------------------------------------------------------------------- speed
+SPEED_MODELS = {"UNet": {"type": "UNet", "widths": [32, 64, 128, 256], "blocks": [2, 2, 2, 2]},
+                "NAFNet": {"type": "NAFNet", "width": 32, "enc_blk_nums": [1, 1, 1, 28],
+                           "middle_blk_num": 1, "dec_blk_nums": [1, 1, 1, 1]}}
+SPEED_PATHS = {"fp32": {}, "bf16": {"amp": torch.bfloat16}, "channels_last": {"nhwc": True},
+               "compile": {"compile": True}}
+SPEED_BATCH, SPEED_SIZE, SPEED_ITERS, SPEED_WARMUP = 8, 256, 30, 10
+
+
+def throughput(cfg: dict, path: dict, device: Any, batch: int, size: int, iters: int,
+               warmup: int) -> float:
+    """Training images per second of one network under one speed path (AdamW, L1)."""
+    import time
+
+    model = build(ARCHS, cfg, "network_g", device=device)
+    fmt = torch.channels_last if path.get("nhwc") else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    run = torch.compile(model) if path.get("compile") else model
+    lq = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+    gt = torch.rand_like(lq)
+    amp = path.get("amp")
+    for i in range(warmup + iters):
+        if i == warmup:
+            torch.cuda.synchronize(device)
+            start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=amp, enabled=amp is not None):
+            loss = F.l1_loss(run(lq).float(), gt)
+        loss.backward()
+        optimizer.step()
+    torch.cuda.synchronize(device)
+    return iters * batch / (time.perf_counter() - start)
+
+
+def throughput_section(args: argparse.Namespace, device: Any) -> tuple[str, dict]:
+    """Training throughput (images/s) of UNet and NAFNet at 256^2: fp32, bf16, channels_last,
+    torch.compile."""
+    size, iters = (64, 3) if args.quick else (SPEED_SIZE, SPEED_ITERS)
+    lines = [f"| model | {' | '.join(SPEED_PATHS)} |", "|---" * (len(SPEED_PATHS) + 1) + "|"]
+    figures: dict[str, dict] = {}
+    for name, cfg in SPEED_MODELS.items():
+        figures[name] = {} if args.dry_run else {
+            p: throughput(cfg, opts, device, SPEED_BATCH, size, iters, SPEED_WARMUP)
+            for p, opts in SPEED_PATHS.items()}
+        cells = [f"{figures[name][p]:.1f}" if p in figures[name] else "-" for p in SPEED_PATHS]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    print(f"training images/s, batch {SPEED_BATCH} at {size}x{size}:")
+    print("\n".join(lines))
+    if args.dry_run:
+        return "throughput dry run: nothing measured", figures
+    best = {n: max(f, key=f.get) for n, f in figures.items()}
+    return "throughput fastest = " + ", ".join(f"{n}:{p}" for n, p in best.items()), figures
+
+
+def overhead_section(args: argparse.Namespace, device: Any) -> tuple[str, dict]:
+    """tools/bench_overhead.py on the CUDA device: bare loop vs Runner.train() with defaults."""
+    import tempfile
+
+    import bench_overhead
+
+    bench = bench_overhead.parse_args(["--device", "cpu" if args.dry_run else str(device)] +
+                                      (["--iters", "5", "--rounds", "1"] if args.quick else []))
+    if args.dry_run:
+        print(f"would compare on {', '.join(os.path.basename(d) for d in bench.demos)}: "
+              f"{bench.rounds} x {bench.iters} iterations each")
+        return "overhead dry run: nothing measured", {}
+    with tempfile.TemporaryDirectory() as root:
+        overheads = {os.path.basename(d): bench_overhead.compare(d, bench, root)
+                     for d in bench.demos}
+    return f"overhead llcv_overhead = {max(overheads.values()):.3f} (target <= 0.05)", overheads
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Any], tuple[str, dict]]] = {
     "memory": memory_section,
+    "overhead": overhead_section,
+    "throughput": throughput_section,
 }
 
 

@@ -40,11 +40,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each loop")
     parser.add_argument("--demos", nargs="+", default=DEMOS, help="option files to compare on")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     return parser.parse_args(argv)
 
 
 def bare_loop(opt: dict, iters: int, warmup: int) -> float:
-    """Milliseconds per iteration of the bare loop on the options' data, network and losses."""
+    """Milliseconds per iteration of the bare loop on the options' data, network and losses
+    (on the options' ``device``)."""
     import torch
 
     from llcv.data.loader import build_dataset, build_train_loader
@@ -52,12 +54,13 @@ def bare_loop(opt: dict, iters: int, warmup: int) -> float:
     from llcv.optim.optimizers import build_optimizer
     from llcv.registry import MODELS, build
 
+    device = torch.device(opt["device"])
     section = opt["datasets"]["train"]
     loader = build_train_loader(build_dataset(section, "train"), section, opt["manual_seed"], 0,
-                                1, 0, torch.device("cpu"))
-    model = build_network(network_spec(opt["network_g"]))
+                                1, 0, device)
+    model = build_network(network_spec(opt["network_g"]), device)
     losses = build(MODELS, {"type": opt["model_type"]}, "model_type", opt=opt,
-                   device=torch.device("cpu")).losses
+                   device=device).losses
     optimizer = build_optimizer(model.parameters(), opt["train"]["optim_g"])
     batches = iter(loader)
     start = 0.0
@@ -65,9 +68,11 @@ def bare_loop(opt: dict, iters: int, warmup: int) -> float:
         if i == warmup:
             start = time.perf_counter()
         batch = next(batches)
+        lq = batch["lq"].to(device, non_blocking=True)
+        gt = batch["gt"].to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        out = model(batch["lq"])
-        total = sum(loss(out, batch["gt"]) for loss in losses.values())
+        out = model(lq)
+        total = sum(loss(out, gt) for loss in losses.values())
         total.item()  # as the runner reads each term for the log and the NaN check
         total.backward()
         optimizer.step()
@@ -102,7 +107,7 @@ def compare(path: str, args: argparse.Namespace, root: str) -> float:
     """Median bare and llcv ms/iter on one demo, printed; returns the relative overhead."""
     from llcv.options import load_options
 
-    opt = load_options(path)
+    opt = load_options(path, [f"device={args.device}"])
     bare, ours = [], []
     for round_ in range(args.rounds):
         bare.append(bare_loop(opt, args.iters, args.warmup))

@@ -16,7 +16,8 @@ def tool():
 
 def test_arguments(tool):
     args = tool.parse_args(["--dry-run", "--models", "DnCNN,UNet"])
-    assert args.dry_run and args.sections == "memory" and args.models == "DnCNN,UNet"
+    assert args.dry_run and args.sections == "memory,overhead,throughput"
+    assert args.models == "DnCNN,UNet"
     with pytest.raises(SystemExit):
         tool.parse_args(["--sections", "memory,speed"])
     with pytest.raises(SystemExit):
@@ -44,7 +45,8 @@ def test_table_and_worst_errors(tool):
 def test_dry_run_estimates_every_cell_without_a_gpu(tool, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tool, "QUICK_SHAPES", [(1, 3, 32, 32)])
     out = tmp_path / "bench.json"
-    figures = tool.main(["--dry-run", "--quick", "--models", "DnCNN", "--json", str(out)])
+    figures = tool.main(["--dry-run", "--quick", "--models", "DnCNN", "--sections", "memory",
+                         "--json", str(out)])
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == "result: memory dry run: 2 cells estimated, nothing measured"
     rows = figures["memory"]["rows"]
@@ -60,3 +62,11 @@ def test_measuring_needs_cuda(tool):
 
     with pytest.raises(LLCVError, match="no CUDA device here; use --dry-run"):
         tool.main(["--quick"])
+
+
+def test_speed_sections_dry_run_print_their_plan(tool, capsys):
+    tool.main(["--dry-run", "--quick", "--sections", "overhead,throughput"])
+    out = capsys.readouterr().out
+    assert "would compare on train_unet_demo.yml, train_nafnet_demo.yml" in out
+    assert "| model | fp32 | bf16 | channels_last | compile |" in out
+    assert out.strip().splitlines()[-1].startswith("result: overhead dry run")
