@@ -1,10 +1,11 @@
-"""Shared command-line plumbing: user errors become one line and a non-zero exit."""
+"""Shared command-line plumbing: user errors (and storage errors) become one line and a
+non-zero exit."""
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
-from llcv.errors import LLCVError
+from llcv.errors import STORAGE_HINTS, LLCVError, storage_error
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -30,4 +31,9 @@ def run_cli(main: Callable[[], None]) -> None:
         sys.exit(EXIT_INTERRUPTED)
     except LLCVError as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as err:  # a log or metrics write on a full or read-only disk
+        if err.errno not in STORAGE_HINTS:
+            raise
+        print(f"error: {storage_error(err.filename or 'a file', err)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import os
 import re
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
+import torch
 import yaml
 
 from llcv.data.loader import DATASET_LOADER_KEYS, dataset_kwargs
 from llcv.data.progressive import ProgressivePatches
 from llcv.errors import OptionError
 from llcv.engine.prune_hook import SPLITS, check_schedule, pruner_options
+from llcv.optim.optimizers import build_optimizer
+from llcv.optim.schedulers import LRSchedule
 from llcv.registry import DATASETS, MODELS, PRUNERS, build, lookup
 from llcv.schema import (BOOL, FLOAT, INT, OPT_STR, STR, Component, Key, MapOf, check_component,
                          check_key, check_section, reject_unknown)
@@ -89,6 +93,8 @@ SCHEMA: dict[str, Any] = {
         "use_tb_logger": Key(BOOL, True),
         "measure_allocator": Key(BOOL, True),  # CPU: peak bytes of the tensors of a step
         "allocator_freq": Key((int, type(None)), None, low=1),  # ... every N iters (print_freq)
+        # 0 keeps every checkpoint; N > 0 the last N (and the best by the first val metric)
+        "keep_checkpoints": Key(INT, 0, low=0),
     },
 }
 OPTIONAL_SECTIONS = ("val",)
@@ -280,9 +286,36 @@ def validate_options(opt: Mapping[str, Any], notes: Optional[list] = None) -> di
     if not isinstance(out.get("train"), dict):
         raise OptionError("train: missing required section (total_iter, optim_g, losses)")
     check_section(out["train"], train_keys, "train.")
+    _check_optimizer(out["train"]["optim_g"], "train.optim_g")
+    _check_schedule(out["train"])
     _check_custom_hooks(out)
     _check_prune(out)
     return out
+
+
+def _check_optimizer(cfg: Mapping[str, Any], key: str) -> None:
+    """Build the optimizer over one dummy tensor, so torch's own range checks (lr, betas, eps,
+    weight decay) name the option before anything runs."""
+    try:
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg, key)
+    except (ValueError, TypeError) as err:
+        raise OptionError(f"{key}: {err}") from None
+
+
+def _check_schedule(train: Mapping[str, Any]) -> None:
+    """Build ``train.scheduler`` and evaluate it at the first, middle and last iteration: a
+    learning rate that is not a finite number >= 0 names the section."""
+    schedule = LRSchedule(train.get("scheduler"), train["total_iter"], train["warmup_iter"])
+    total = train["total_iter"]
+    for it in sorted({1, max(total // 2, 1), total}):
+        try:
+            factor = schedule.lr_at(1.0, it)
+        except (ArithmeticError, TypeError, ValueError) as err:
+            raise OptionError(f"train.scheduler: cannot compute the learning rate at iter {it} "
+                              f"({err}); check its arguments") from None
+        if not math.isfinite(factor) or factor < 0:
+            raise OptionError(f"train.scheduler: gives {factor} x the base learning rate at "
+                              f"iter {it}; check its arguments")
 
 
 def _check_prune(opt: dict) -> None:

@@ -86,8 +86,8 @@ def build(registry: Registry, cfg: Mapping[str, Any], key: str, **extra: Any) ->
         raise OptionError(f"{key}: expected a mapping with a 'type' key, got {cfg!r}")
     kwargs = {k: copy.deepcopy(v) for k, v in cfg.items() if k != "type"}
     obj = lookup(registry, cfg["type"], f"{key}.type")
-    check_kwargs(obj, {**kwargs, **extra}, key)
-    check_required(obj, {**kwargs, **extra}, key)
+    check_kwargs(obj, kwargs, key, hidden=tuple(extra))  # llcv's own arguments are not listed
+    check_required(obj, kwargs, key, provided=tuple(extra))
     try:
         return obj(**kwargs, **extra)
     except LLCVError as err:

@@ -8,13 +8,18 @@ this module sits below them; ``llcv.options`` assembles the full schema.
 """
 from __future__ import annotations
 
+import collections.abc
 import copy
 import difflib
+import inspect
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
 from llcv import registry
 from llcv.errors import OptionError
+from llcv.utils import is_int
 
 REQUIRED = object()
 INT, FLOAT, BOOL, STR = (int,), (int, float), (bool,), (str,)
@@ -68,6 +73,9 @@ COMPONENT_KINDS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "hook": (registry.HOOKS, ()),
     "pruner": (registry.PRUNERS, ()),
 }
+# Kinds whose argument values are checked against the constructor's annotations (torch's
+# optimizers and llcv's schedules annotate every argument with plain types).
+TYPED_KINDS = ("optimizer", "scheduler")
 
 
 def check_section(node: dict, schema: Mapping[str, Any], prefix: str,
@@ -167,3 +175,71 @@ def check_component(cfg: Any, kind: str, path: str) -> None:
     target = registry.lookup(reg, cfg["type"], f"{path}.type")
     registry.check_kwargs(target, kwargs, path, hidden=provided)
     registry.check_required(target, kwargs, path, provided=provided)
+    if kind in TYPED_KINDS:
+        check_argument_types(target, kwargs, path)
+
+
+def check_argument_types(target: Any, kwargs: Mapping[str, Any], path: str) -> None:
+    """Fail naming ``path.<arg>`` when a value does not fit the argument's annotation
+    (numbers, booleans, strings, null, lists of them); unannotated arguments pass."""
+    hints = _type_hints(target)
+    for name, value in kwargs.items():
+        hint = hints.get(name)
+        if hint is not None and not fits_type(value, hint):
+            raise OptionError(f"{path}.{name}: expected {describe_type(hint)}, got "
+                              f"{type(value).__name__} {value!r}")
+
+
+def _type_hints(target: Any) -> dict[str, Any]:
+    """The evaluated annotations of ``target``'s constructor ({} when they cannot be read)."""
+    try:
+        return typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:  # noqa: BLE001 - an annotation naming what cannot be imported here
+        return {}
+
+
+def fits_type(value: Any, hint: Any) -> bool:
+    """True when a value read from YAML fits the annotation ``hint``; integral floats
+    (``!!float 5e3``) fit ``int``; annotations other than plain types and lists pass."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits_type(value, a) for a in args)
+    if origin is tuple:
+        if args[-1:] == (Ellipsis,):
+            return isinstance(value, (list, tuple)) and all(fits_type(v, args[0]) for v in value)
+        return isinstance(value, (list, tuple)) and len(value) == len(args) and \
+            all(fits_type(v, a) for v, a in zip(value, args))
+    if origin in (list, collections.abc.Sequence):
+        return isinstance(value, (list, tuple)) and all(fits_type(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return is_int(value) or (isinstance(value, float) and value.is_integer())
+    if hint is type(None):
+        return value is None
+    if inspect.isclass(hint) and origin is None and hint is not typing.Any:
+        return isinstance(value, hint)  # bool, str, ... (a tensor never comes from YAML)
+    return True
+
+
+TYPE_WORDS = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+              type(None): "null"}
+PLURAL_WORDS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+
+
+def describe_type(hint: Any) -> str:
+    """An annotation in words for messages: 'a number', 'a list [a number, a number]' ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = [describe_type(a) for a in args if not _from_torch(a)]
+        return " or ".join(dict.fromkeys(words))
+    if origin is tuple and args[-1:] != (Ellipsis,):
+        return f"a list [{', '.join(describe_type(a) for a in args)}]"
+    if origin in (tuple, list, collections.abc.Sequence):
+        return f"a list of {PLURAL_WORDS.get(args[0], describe_type(args[0]))}" if args \
+            else "a list"
+    return TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _from_torch(hint: Any) -> bool:
+    return inspect.isclass(hint) and hint.__module__.split(".")[0] == "torch"

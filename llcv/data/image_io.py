@@ -1,12 +1,16 @@
 """Reading images: storage backends give images by name, as arrays or lazily cropped views.
 
-Every backend has ``root``, ``keys()``, ``describe(name)`` and ``read(name)``; ``read`` returns an
-HWC RGB array, or for raw LMDB values a view with ``shape`` whose slices read only the pixels
-kept. Datasets crop first and call ``np.asarray`` after, so they never know which backend it was.
+Every backend has ``root``, ``keys()``, ``describe(name)``, ``size(name)`` and ``read(name)``;
+``read`` returns an HWC RGB array, or for raw LMDB values a view with ``shape`` whose slices read
+only the pixels kept. Datasets crop first and call ``np.asarray`` after, so they never know which
+backend it was. ``size`` reads only a header (and checks that the file is whole), so a run can
+check a whole validation set before it starts.
 """
 from __future__ import annotations
 
+import io
 import os
+import struct
 from typing import Any, Mapping, Optional, Protocol
 
 import cv2
@@ -19,6 +23,10 @@ from llcv.errors import DataError, OptionError
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+HEAD_BYTES, TAIL_BYTES = 32, 64  # what a header check reads from each end of a file
 DEMO_HINT = "options/train_unet_demo.yml trains without any data"
 # Data sets with a preparation tool: a path containing the fragment is made by the command.
 PREPARE_COMMANDS = {
@@ -35,6 +43,8 @@ class ImageBackend(Protocol):
     def keys(self) -> list[str]: ...
 
     def describe(self, name: str) -> str: ...
+
+    def size(self, name: str) -> tuple[int, int]: ...
 
     def read(self, name: str) -> Any: ...
 
@@ -94,6 +104,19 @@ class DiskBackend:
         """Where image ``name`` lives, for messages and sample paths."""
         return os.path.join(self.root, self.files[name])
 
+    def size(self, name: str) -> tuple[int, int]:
+        """(height, width) of image ``name`` from its header, the file checked to be whole;
+        the pixels are not decoded."""
+        path = self.describe(name)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(HEAD_BYTES)
+                f.seek(max(os.fstat(f.fileno()).st_size - TAIL_BYTES, 0))
+                tail = f.read()
+                return encoded_size(head, tail, path, f)
+        except OSError as err:
+            raise DataError(f"cannot read image '{path}': {err.strerror}") from err
+
     def get(self, name: str) -> bytes:
         """The encoded bytes of image ``name``."""
         path = self.describe(name)
@@ -122,6 +145,46 @@ def make_backend(io_backend: Optional[Mapping[str, Any]], root: str, option: str
         raise OptionError(f"io_backend.{extra[0]}: unknown option for the {cfg['type']} backend "
                           f"(it takes only 'type')")
     return backends[cfg["type"]](root, option)
+
+
+def encoded_size(head: bytes, tail: bytes, source: str, stream: Any) -> tuple[int, int]:
+    """(height, width) of an encoded image from its first and last bytes: PNG and JPEG files
+    must end with their end marker (a truncated file does not); other formats' sizes come from
+    Pillow reading ``stream``'s header."""
+    problem = None
+    if head.startswith(PNG_SIGNATURE):
+        if head[12:16] != b"IHDR" or not tail.endswith(PNG_END):
+            problem = "it is truncated or corrupt (no PNG end chunk)"
+        else:
+            width, height = struct.unpack(">II", head[16:24])
+            return height, width
+    elif head.startswith(JPEG_START) and JPEG_END not in tail:
+        problem = "it is truncated or corrupt (no JPEG end marker)"
+    if problem is None:
+        problem, size = _pillow_size(stream)
+        if size is not None:
+            return size
+    raise DataError(f"cannot decode image '{source}': {problem}; replace or remove it")
+
+
+def _pillow_size(stream: Any) -> tuple[str, Optional[tuple[int, int]]]:
+    """Pillow's (height, width) from the header in ``stream`` (a file or bytes), or why it
+    has none."""
+    from PIL import Image, UnidentifiedImageError
+
+    stream = stream if hasattr(stream, "read") else io.BytesIO(stream)
+    stream.seek(0)
+    try:
+        with Image.open(stream) as img:
+            return "", (img.size[1], img.size[0])
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return "it is corrupt or not an image", None
+
+
+def bytes_size(data: Any, source: str) -> tuple[int, int]:
+    """(height, width) of encoded image bytes (an LMDB value), checked as :func:`encoded_size`."""
+    data = memoryview(data)
+    return encoded_size(bytes(data[:HEAD_BYTES]), bytes(data[-TAIL_BYTES:]), source, data)
 
 
 def decode_image(data: Any, source: str) -> np.ndarray:

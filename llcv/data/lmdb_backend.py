@@ -6,9 +6,11 @@ extension. ``ext`` picks the value format per key:
 
 - anything but ``raw``: encoded image bytes (BasicSR: ``png`` with the compression level as tail);
   decoded whole, as a file would be.
-- ``raw``: a 16-byte header (``LRAW``, h, w, c, bytes per sample) then the HWC RGB pixels,
-  uncompressed; the tail is the dtype (``uint8``/``uint16``). Crops read only the bytes they
-  keep, straight from the memory map.
+- ``raw``: a 20-byte header (``LRW2``, h, w, c, bytes per sample, CRC-32 of the pixel bytes)
+  then the HWC RGB pixels, uncompressed; the tail is the dtype (``uint8``/``uint16``). Crops copy
+  only the bytes they keep from the memory map; every read verifies the checksum (zlib's crc32
+  runs at GB/s), so a value altered on disk is named instead of trained on. Values written
+  before checksums (16-byte ``LRAW`` header) are still read, unverified.
 
 The environment is opened lazily, once per process and database (``lock=False,
 readahead=False, meminit=False``), and never pickled: spawned DataLoader workers open their own,
@@ -21,20 +23,23 @@ import os
 import re
 import struct
 import threading
+import zlib
 from typing import Any, NamedTuple, Optional, Union
 
 import lmdb
 import numpy as np
 
-from llcv.data.image_io import (DEMO_HINT, imdecode_unchanged, opencv_to_rgb, prepare_command,
-                                prepare_hint)
+from llcv.data.image_io import (DEMO_HINT, bytes_size, imdecode_unchanged, opencv_to_rgb,
+                                prepare_command, prepare_hint)
 from llcv.errors import DataError, OptionError
 
 META_FILE = "meta_info.txt"
 RAW_EXT = "raw"
 RAW_DTYPES = ("uint8", "uint16")
-RAW_HEADER = struct.Struct("<4sIIHH")  # magic, h, w, c, bytes per sample: 16 bytes
-RAW_MAGIC = b"LRAW"
+RAW_HEADER = struct.Struct("<4sIIHHI")  # magic, h, w, c, bytes per sample, crc32: 20 bytes
+RAW_MAGIC = b"LRW2"
+LEGACY_HEADER = struct.Struct("<4sIIHH")  # llcv's first raw values: no checksum
+LEGACY_MAGIC = b"LRAW"
 _META_LINE = re.compile(r"^(?P<name>\S+)\s+\((?P<shape>\s*\d+\s*(?:,\s*\d+\s*)*)\)\s*(?P<tail>\S*)\s*$")
 _OPEN_ENVS: dict[str, tuple[int, lmdb.Environment]] = {}  # real path -> (data.mdb inode, env)
 _OPEN_LOCK = threading.Lock()
@@ -55,9 +60,10 @@ class MetaEntry(NamedTuple):
     dtype: Optional[str]  # None: an encoded image (PNG, ...)
 
 
-def raw_header(shape: tuple[int, int, int], dtype: np.dtype) -> bytes:
-    """The header that starts a raw value of an HWC array of ``shape`` and ``dtype``."""
-    return RAW_HEADER.pack(RAW_MAGIC, *shape, np.dtype(dtype).itemsize)
+def raw_value(img: np.ndarray) -> bytes:
+    """The raw value of an HWC array: the header (with the pixels' CRC-32), then the pixels."""
+    pixels = np.ascontiguousarray(img).tobytes()
+    return RAW_HEADER.pack(RAW_MAGIC, *img.shape, img.dtype.itemsize, zlib.crc32(pixels)) + pixels
 
 
 def meta_line(key: str, shape: tuple[int, ...], raw_dtype: Optional[str] = None,
@@ -193,18 +199,47 @@ class LmdbBackend:
         return value
 
     def read_raw(self, name: str, shape: tuple[int, ...], dtype: np.dtype, index: Any) -> np.ndarray:
-        """``pixels[index]`` of raw value ``name``, copying only the bytes ``index`` selects."""
+        """``pixels[index]`` of raw value ``name`` (checksum verified), copying only the bytes
+        ``index`` selects."""
         with self._env_or_open().begin(buffers=True) as txn:
             value = self._value(txn, name)
-            expected = RAW_HEADER.size + int(np.prod(shape)) * dtype.itemsize
-            header = RAW_HEADER.unpack_from(value) if len(value) >= RAW_HEADER.size else None
-            if header != (RAW_MAGIC, *shape, dtype.itemsize) or len(value) != expected:
-                raise DataError(
-                    f"key '{name}' of LMDB '{self.root}' is corrupt or truncated: {len(value)} "
-                    f"bytes where a {'x'.join(map(str, shape))} {dtype} raw image takes {expected}; "
-                    f"{rebuild_hint(self.root)}")
-            pixels = np.frombuffer(value, dtype, offset=RAW_HEADER.size).reshape(shape)
+            offset = self._check_raw(value, name, shape, dtype, verify=True)
+            pixels = np.frombuffer(value, dtype, offset=offset).reshape(shape)
             return np.array(pixels[index])
+
+    def size(self, name: str) -> tuple[int, int]:
+        """(height, width) of image ``name``, its value checked to be whole (a raw value's
+        header and length, an encoded one's end marker) without decoding the pixels."""
+        entry = self.entries[name]
+        with self._env_or_open().begin(buffers=True) as txn:
+            value = self._value(txn, name)
+            if entry.dtype is None:
+                return bytes_size(value, self.describe(name))
+            self._check_raw(value, name, entry.shape, np.dtype(entry.dtype), verify=False)
+            return entry.shape[0], entry.shape[1]
+
+    def _check_raw(self, value: memoryview, name: str, shape: tuple[int, ...], dtype: np.dtype,
+                   verify: bool) -> int:
+        """Offset of the pixels of raw value ``name`` after checking its header and length
+        against the meta (and, with ``verify``, its checksum); a mismatch names the key."""
+        layout, magic = (RAW_HEADER, RAW_MAGIC) if bytes(value[:4]) == RAW_MAGIC else \
+            (LEGACY_HEADER, LEGACY_MAGIC)
+        expected = layout.size + int(np.prod(shape)) * dtype.itemsize
+        fields = layout.unpack_from(value) if len(value) >= layout.size else None
+        if fields is None or fields[:5] != (magic, *shape, dtype.itemsize) \
+                or len(value) != expected:
+            raise DataError(
+                f"key '{name}' of LMDB '{self.root}' is corrupt or truncated: {len(value)} "
+                f"bytes where a {'x'.join(map(str, shape))} {dtype} raw image takes {expected}; "
+                f"{rebuild_hint(self.root)}")
+        if verify and layout is RAW_HEADER:
+            actual = zlib.crc32(value[layout.size:])
+            if actual != fields[5]:
+                raise DataError(
+                    f"key '{name}' of LMDB '{self.root}' fails its checksum (CRC-32 "
+                    f"{actual:08x}, written {fields[5]:08x}): the value changed on disk after "
+                    f"the LMDB was made; {rebuild_hint(self.root)}")
+        return layout.size
 
 
 class RawImage:

@@ -18,8 +18,8 @@ import cv2
 import lmdb
 import numpy as np
 
-from llcv.data.image_io import DiskBackend, decode_image
-from llcv.data.lmdb_backend import META_FILE, RAW_DTYPES, meta_line, raw_header
+from llcv.data.image_io import PNG_SIGNATURE, DiskBackend, decode_image
+from llcv.data.lmdb_backend import META_FILE, RAW_DTYPES, meta_line, raw_value
 from llcv.data.parallel import imap_progress
 from llcv.errors import DataError, OptionError
 
@@ -28,7 +28,6 @@ LMDB_FILES = ("data.mdb", "lock.mdb", META_FILE)
 MAX_KEY_BYTES = 511  # LMDB's default key size limit
 PAGE_BYTES = 4096
 COMMIT_BYTES = 256 << 20  # write transactions of about this size
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def validate_key(key: str, source: str) -> None:
@@ -62,7 +61,7 @@ def encode_value(key: str, img: np.ndarray, fmt: str, compress_level: int = 1) -
         if img.dtype.name not in RAW_DTYPES:
             raise DataError(f"'{key}': raw values hold uint8 or uint16 pixels, not {img.dtype}; "
                             f"use --format png")
-        return raw_header(img.shape, img.dtype) + img.tobytes(), meta_line(key, img.shape, img.dtype.name)
+        return raw_value(img), meta_line(key, img.shape, img.dtype.name)
     ok, buf = cv2.imencode(".png", img[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
     if not ok:
         raise DataError(f"'{key}': OpenCV cannot encode this {img.dtype} image as PNG")

@@ -42,20 +42,24 @@ def _check_image(img: np.ndarray, path: str, scale: int) -> None:
                         f"scale {scale}; remove it")
 
 
-def _sides(path: str) -> tuple[int, int]:
-    """(H, W) of the image at ``path`` from its header (decoding it only if Pillow cannot)."""
+def _sides(path: str) -> Optional[tuple[int, int]]:
+    """(H, W) of the image at ``path`` from its header (decoding it only if Pillow cannot);
+    None for a file that is no image (its own job reports it)."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             return img.size[1], img.size[0]
     except (OSError, ValueError):
-        return read_unchanged(path).shape[:2]
+        try:
+            return read_unchanged(path).shape[:2]
+        except DataError:
+            return None
 
 
 def check_multiples(paths: list[str], scale: int) -> None:
     """Fail before writing anything when an HR side is not a multiple of ``scale``."""
-    sides = {path: _sides(path) for path in paths}
+    sides = {path: hw for path in paths if (hw := _sides(path)) is not None}
     bad = [path for path, (h, w) in sides.items() if h % scale or w % scale]
     if bad:
         path, (h, w) = bad[0], sides[bad[0]]
@@ -65,16 +69,20 @@ def check_multiples(paths: list[str], scale: int) -> None:
                         f"images cropped to a multiple of {scale} (and train on those)")
 
 
-def _resize_file(job: tuple[str, str, str, Optional[str], int, int]) -> bool:
-    """Make one LR image (and its cropped HR); True when the HR had to be cropped."""
+def _resize_file(job: tuple[str, str, str, Optional[str], int, int]) -> tuple[bool, str]:
+    """Make one LR image (and its cropped HR): (whether the HR had to be cropped, ""), or
+    (False, what is wrong with it) for a file that cannot be used."""
     path, lr_path, name, hr_dir, scale, compress_level = job
-    img = read_unchanged(path)
-    _check_image(img, path, scale)
+    try:
+        img = read_unchanged(path)
+        _check_image(img, path, scale)
+    except DataError as err:
+        return False, str(err)
     hr = mod_crop(img, scale)
     _write_png(lr_path, imresize(hr, 1.0 / scale), compress_level)
     if hr_dir is not None:
         _write_png(os.path.join(hr_dir, f"{name}.png"), hr, compress_level)
-    return hr.shape != img.shape
+    return hr.shape != img.shape, ""
 
 
 def _check_folders(input_dir: str, output_dir: str, hr_output: Optional[str]) -> None:
@@ -94,6 +102,8 @@ def make_lr(input_dir: str, output_dir: str, scale: int, hr_output: Optional[str
 
     ``hr_output`` also receives every HR image cropped to a multiple of ``scale`` (as PNG); it is
     required when some HR side is not such a multiple. Returns ``{"images": n, "cropped": [...]}``.
+    A file that cannot be used does not stop the others: each one is named at the end, in one
+    error.
     """
     check_int("scale", scale, 2)
     if not 0 <= compress_level <= 9:
@@ -110,5 +120,9 @@ def make_lr(input_dir: str, output_dir: str, scale: int, hr_output: Optional[str
         prepare_output_folder(folder, force)
     jobs = [(source.describe(n), os.path.join(output_dir, f"{n}{suffix}.png"), n, hr_output,
              scale, compress_level) for n in names]
-    cropped = list(imap_progress(_resize_file, jobs, workers, f"LR x{scale}", progress))
-    return {"images": len(names), "cropped": [n for n, c in zip(names, cropped) if c]}
+    outcomes = list(imap_progress(_resize_file, jobs, workers, f"LR x{scale}", progress))
+    failed = [problem for _, problem in outcomes if problem]
+    if failed:
+        raise DataError(f"{len(failed)} of {len(names)} image(s) failed (the other "
+                        f"{len(names) - len(failed)} were written): {'; '.join(failed)}")
+    return {"images": len(names), "cropped": [n for n, (c, _) in zip(names, outcomes) if c]}

@@ -115,13 +115,27 @@ class PairedImageDataset(Dataset):
         gt_name, lq_name = self.pairs[index]
         gt_path, lq_path = self.gt_backend.describe(gt_name), self.lq_backend.describe(lq_name)
         gt, lq = self.gt_backend.read(gt_name), self.lq_backend.read(lq_name)
-        (hg, wg), (hl, wl) = gt.shape[:2], lq.shape[:2]
+        self._check_sizes(gt.shape[:2], lq.shape[:2], gt_path, lq_path)
+        return gt, lq, gt_path, lq_path
+
+    def _check_sizes(self, gt_hw: tuple[int, ...], lq_hw: tuple[int, ...], gt_path: str,
+                     lq_path: str) -> None:
+        """The GT must be the LQ's size times ``scale``; else the error names both files."""
+        (hg, wg), (hl, wl) = gt_hw, lq_hw
         if (hg, wg) != (hl * self.scale, wl * self.scale):
             raise DataError(
                 f"GT '{gt_path}' is {hg}x{wg} but LQ '{lq_path}' is {hl}x{wl}; with scale "
                 f"{self.scale} the GT must be {hl * self.scale}x{wl * self.scale}: fix the pair or "
                 f"the scale option")
-        return gt, lq, gt_path, lq_path
+
+    def check_files(self) -> int:
+        """Read every pair's headers, not its pixels: each file must be a whole image and the
+        GT the LQ's size times ``scale`` (a run does this for its validation sets before it
+        starts). Returns the number of pairs."""
+        for gt_name, lq_name in self.pairs:
+            self._check_sizes(self.gt_backend.size(gt_name), self.lq_backend.size(lq_name),
+                              self.gt_backend.describe(gt_name), self.lq_backend.describe(lq_name))
+        return len(self.pairs)
 
     def __getitem__(self, key: Union[int, SampleKey]) -> dict[str, Any]:
         index, rng = sample_rng(key)

@@ -449,7 +449,11 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 
 @HOOKS.register_module()
 class CheckpointHook(Hook):
-    """Saves weights and the training state every ``save_checkpoint_freq`` and at the end."""
+    """Saves weights and the training state every ``save_checkpoint_freq`` and at the end.
+
+    A validation that fails (a bad image, ...) first saves the state of its iteration, so the
+    error loses no training (one process; with peers the collectives are out of step).
+    """
 
     priority = 70
 
@@ -459,3 +463,11 @@ class CheckpointHook(Hook):
     def after_train_iter(self, runner, it, batch, record) -> None:
         if every(it, self.freq, runner.total_iter):
             runner.save_checkpoint(it)
+
+    def after_val(self, runner, it, results) -> None:
+        expected = {f"{v.phase}/{m.name}" for v in runner.validators for m in v.metrics}
+        if expected <= set(results) or runner.dist.distributed:
+            return
+        runner.save_checkpoint(it)
+        runner.logger.info(f"Validation at iter {it} failed; the state of iter {it} is saved: "
+                           f"fix the cause and continue with --auto_resume")

@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -27,8 +27,21 @@ def memory_charts(device_type: str) -> dict:
     }}
 
 
-def get_logger(log_file: str | None = None, enabled: bool = True) -> logging.Logger:
-    """The ``llcv`` logger, printing to the console and, on the main process, to ``log_file``."""
+class RecordBuffer(logging.Handler):
+    """Keeps what is logged before the run's log file exists, to write it there first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def get_logger(log_file: str | None = None, enabled: bool = True,
+               replay: Sequence[logging.LogRecord] = ()) -> logging.Logger:
+    """The ``llcv`` logger, printing to the console and, on the main process, to ``log_file``
+    (which starts with the ``replay`` records, logged before it existed)."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.INFO if enabled else logging.ERROR)
     logger.propagate = False
@@ -42,6 +55,8 @@ def get_logger(log_file: str | None = None, enabled: bool = True) -> logging.Log
     if log_file and enabled:
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
         file_handler.setFormatter(fmt)
+        for record in replay:
+            file_handler.handle(record)
         logger.addHandler(file_handler)
     return logger
 

@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -23,19 +23,21 @@ from llcv.data.loader import build_dataset, build_train_loader, build_val_loader
 from llcv.data.prefetch import check_prefetch_mode, wrap_prefetch
 from llcv.data.progressive import ProgressivePatches
 from llcv.engine import checkpoint as ckpt
+from llcv.engine import startup
 from llcv.engine.dist import (DistInfo, all_gather_objects, all_reduce_max, broadcast_object,
                               check_ranks_in_sync, init_dist, is_peer_failure, select_device)
-from llcv.engine.hooks import Hook, build_hooks
-from llcv.engine.logger import MetricWriter, get_logger
+from llcv.engine.hooks import Hook, ValidationHook, build_hooks
+from llcv.engine.lock import LOCK_NAME, RunLock
+from llcv.engine.logger import MetricWriter, RecordBuffer, get_logger
 from llcv.engine.prune_hook import pruner_options
 from llcv.engine.state import TrainState
 from llcv.engine.validation import Validator
-from llcv.errors import LLCVError
+from llcv.errors import LLCVError, OptionError, storage_error
 from llcv.network import (Plan, Spec, build_network, check_plan, checkpoint_spec, load_weights,
                           network_spec, normalized_options, pick_state_dict, spec_with)
 from llcv.optim.schedulers import LRSchedule
 from llcv.registry import MODELS, build
-from llcv.serialization import atomic_save, load_checkpoint, save_yaml, yaml_text
+from llcv.serialization import load_checkpoint, save_yaml, yaml_text
 
 #: what a weights file (``models/net_g_*.pth``) takes from the training state
 WEIGHT_KEYS = ("params", "params_ema", "network")
@@ -66,27 +68,25 @@ class Runner:
             torch.backends.cudnn.benchmark = opt["train"]["cudnn_benchmark"]
         self.name, self.total_iter = opt["name"], opt["train"]["total_iter"]
         self.exp_dir = os.path.join(opt["path"]["experiments_root"], self.name)
+        # Everything is built and checked before the run folder is touched (created, archived,
+        # written); what is logged meanwhile goes to the log file once it exists.
+        self.logger, early = get_logger(None, self.dist.is_main), RecordBuffer()
+        self.logger.addHandler(early)
         resume = self._resume_state(auto_resume)
         self.start_iter = resume["iter"] if resume else 0
-        self._prepare_exp_dir(fresh=resume is None)
-        stamp = time.strftime("%Y%m%d_%H%M%S")
-        self.logger = get_logger(os.path.join(self.exp_dir, f"train_{self.name}_{stamp}.log"),
-                                 self.dist.is_main)
-        self.writer = MetricWriter(self.exp_dir, opt["logger"]["use_tb_logger"], self.dist.is_main,
-                                   self.device.type)
-        self.writer.write_text("options", "```yaml\n" + yaml_text(opt) + "```", 0)
         seed_everything(opt["manual_seed"] + self.dist.rank)
         self._build_data()
         self.state = self._build_state(resume)
         self.hooks: list[Hook] = build_hooks(self._hook_configs())
         if resume:
             self.load_state(resume)
+        self._on_every_rank(self._dry_start)
+        self._lock = self._prepare_exp_dir(fresh=resume is None)
+        self._open_outputs(early.records)
         if self.dist.distributed:
             self.logger.info(check_ranks_in_sync(self.model, "after resume" if resume
                                                  else "at start-up"))
         self._stop_signal: int | None = None
-        if self.dist.is_main:
-            save_yaml(opt, os.path.join(self.exp_dir, "options.yml"))
 
     @property
     def model(self) -> nn.Module:
@@ -102,9 +102,15 @@ class Runner:
 
     # ----------------------------------------------------------------- building
     def _resume_state(self, auto_resume: bool) -> dict | None:
+        """The training state to continue from (``path.resume_state``, else with
+        ``--auto_resume`` the run folder's latest), checked against the options; None: a new run."""
         path, key = self.opt["path"]["resume_state"], "path.resume_state"
         if path is None and auto_resume:
-            path, key = ckpt.latest_state(os.path.join(self.exp_dir, "training_states")), "--auto_resume"
+            states = os.path.join(self.exp_dir, ckpt.STATES_DIR)
+            path, key = ckpt.latest_state(states), "--auto_resume"
+            if path is None:
+                self.logger.info(f"--auto_resume: no training state in {states}; starting a new "
+                                 f"run at iter 1")
         if path is None:
             return None
         state = load_checkpoint(path, key)
@@ -115,17 +121,119 @@ class Runner:
             saved = None if spec is None else spec["network_g"]
             raise LLCVError(f"{key}: '{path}' was trained with network_g {saved}, "
                             f"but the options say {self.opt['network_g']}; use the same network_g")
+        if state["iter"] >= self.total_iter:
+            raise OptionError(f"train.total_iter: {key} '{path}' is at iter {state['iter']}, and "
+                              f"train.total_iter is {self.total_iter}: nothing is left to train; "
+                              f"raise train.total_iter to train longer")
         self.resume_path = path
         return state
 
-    def _prepare_exp_dir(self, fresh: bool) -> None:
+    def _on_every_rank(self, check: Callable[[], None]) -> None:
+        """Run ``check`` on every rank; when it fails on one, every rank fails with its message
+        (instead of the others waiting for a peer that is gone)."""
+        if not self.dist.distributed:
+            check()
+            return
+        try:
+            check()
+            message = None
+        except LLCVError as err:
+            message = str(err)
+        failed = [m for m in all_gather_objects(message) if m]
+        if failed:
+            raise LLCVError(failed[0])
+
+    def _dry_start(self) -> None:
+        """What would fail at the first iteration or validation, found before any file is
+        written: the first training batch through the network, every validation file's header
+        (the global RNGs are left as they were)."""
+        start, rng = time.perf_counter(), ckpt.rng_state()
+        try:
+            batch = startup.first_batch(self.train_loader)
+            forward = startup.check_forward(self.model, batch, self.device)
+            read = sum(startup.check_files(v.loader.dataset, f"datasets.{v.phase}")
+                       for v in self.validators)
+        finally:
+            ckpt.set_rng_state(rng)
+        total = sum(len(v.loader.dataset) for v in self.validators)
+        self.logger.info(f"Checked before starting: a training batch through network_g "
+                         f"({forward}), {read} of {total} validation image(s) read "
+                         f"({time.perf_counter() - start:.2f} s)")
+
+    def _prepare_exp_dir(self, fresh: bool) -> RunLock | None:
+        """Take the run folder (rank 0 holds its lock); a new run archives what an earlier one
+        left there. Returns the lock (None on other ranks)."""
+        return self._on_main(lambda: self._take_folder(fresh))
+
+    def _on_main(self, work: Callable[[], Any]) -> Any:
+        """``work()`` on rank 0 (None elsewhere); when it fails, every rank fails with its
+        message instead of waiting for rank 0."""
+        result, error = None, None
         if self.dist.is_main:
-            if fresh and os.path.exists(self.exp_dir):
-                archived = f"{self.exp_dir}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
-                os.rename(self.exp_dir, archived)
-            for sub in ("models", "training_states"):
-                os.makedirs(os.path.join(self.exp_dir, sub), exist_ok=True)
-        self.barrier()
+            try:
+                result = work()
+            except LLCVError as err:
+                error = err
+        if self.dist.distributed:
+            message = broadcast_object(None if error is None else str(error))
+            error = error or (LLCVError(message) if message else None)
+        if error is not None:
+            raise error
+        return result
+
+    def _take_folder(self, fresh: bool) -> RunLock:
+        """:meth:`_claim_folder`, a storage error (read-only, full, not a folder) in one line."""
+        try:
+            return self._claim_folder(fresh)
+        except OSError as err:
+            raise storage_error(err.filename or self.exp_dir, err) from None
+
+    def _claim_folder(self, fresh: bool) -> RunLock:
+        """Lock the run folder, archive an earlier run's files when this one starts afresh,
+        make the checkpoint folders and delete the temporary files a killed run left."""
+        lock = RunLock(self.exp_dir)
+        if lock.stale:
+            self.logger.info(f"Took over the lock of {self.exp_dir} from {lock.stale}, which "
+                             f"is no longer running")
+        if fresh and set(os.listdir(self.exp_dir)) - {LOCK_NAME}:
+            archived = self._archive_path()
+            os.rename(self.exp_dir, archived)  # the lock moves with it: no one starts meanwhile
+            lock.moved_to(archived)
+            lock.release()
+            lock = RunLock(self.exp_dir)
+            self.logger.info(f"Archived the earlier contents of {self.exp_dir} as {archived}")
+        for sub in (ckpt.MODELS_DIR, ckpt.STATES_DIR):
+            os.makedirs(os.path.join(self.exp_dir, sub), exist_ok=True)
+        removed = ckpt.remove_stale_temp_files(self.exp_dir)
+        if removed:
+            self.logger.info(f"Removed {len(removed)} temporary file(s) a stopped run left: "
+                             f"{', '.join(removed)}")
+        return lock
+
+    def _archive_path(self) -> str:
+        """``<exp_dir>_archived_<time>``, made unique when that name is taken."""
+        base = f"{self.exp_dir}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
+        path, n = base, 1
+        while os.path.exists(path):
+            path, n = f"{base}_{n}", n + 1
+        return path
+
+    def _open_outputs(self, early: list) -> None:
+        """The log file (starting with the ``early`` records), TensorBoard, ``metrics.jsonl``
+        and the resolved ``options.yml``, once the run owns its folder."""
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        self.logger = get_logger(os.path.join(self.exp_dir, f"{self.name}_{stamp}.log"),
+                                 self.dist.is_main, replay=early)
+        self.writer = MetricWriter(self.exp_dir, self.opt["logger"]["use_tb_logger"],
+                                   self.dist.is_main, self.device.type)
+        self.writer.write_text("options", "```yaml\n" + yaml_text(self.opt) + "```", 0)
+        if self.dist.is_main:
+            save_yaml(self.opt, os.path.join(self.exp_dir, "options.yml"))
+
+    def release_folder(self) -> None:
+        """Give the run folder up (remove its lock) when the run ends."""
+        if self._lock is not None:
+            self._lock.release()
 
     def _build_data(self) -> None:
         datasets = self.opt["datasets"]
@@ -284,6 +392,7 @@ class Runner:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.writer.close()
+            self.release_folder()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stop_signal = signum
@@ -322,26 +431,49 @@ class Runner:
             torch.distributed.barrier()
 
     def save_checkpoint(self, it: int) -> None:
-        """Write ``models/net_g_<it>.pth``, ``net_g_latest.pth`` and ``training_states/<it>.state``."""
+        """Write ``models/net_g_<it>.pth``, ``training_states/<it>.state`` and point
+        ``net_g_latest.pth`` at the new weights; ``logger.keep_checkpoints`` then deletes
+        older ones. A storage error stops every rank with rank 0's one-line message."""
         rngs = all_gather_objects(ckpt.rng_state())
         if self.dist.distributed:
             self.logger.info(check_ranks_in_sync(self.model, f"at iter {it}"))
         state = {**self.state.state_dict(), "iter": it, "rng": rngs,
                  "world_size": self.dist.world_size,
+                 "train_options": ckpt.recorded_train_options(self.opt["train"]),
                  "hooks": {h.name: h.state_dict() for h in self.hooks}}
         self.call_hooks("before_save_checkpoint", state)
-        if self.dist.is_main:
-            weights = {k: state[k] for k in WEIGHT_KEYS if k in state}
-            models = os.path.join(self.exp_dir, "models")
-            atomic_save(weights, os.path.join(models, f"net_g_{it}.pth"))
-            atomic_save(weights, os.path.join(models, "net_g_latest.pth"))
-            atomic_save(state, os.path.join(self.exp_dir, "training_states", f"{it}.state"))
-            self.logger.info(f"Saved checkpoint at iter {it}")
-        self.barrier()
+        self._on_main(lambda: self._write_checkpoint(it, state))
+
+    def _write_checkpoint(self, it: int, state: dict) -> None:
+        """Rank 0's part of :meth:`save_checkpoint`: the files, then the housekeeping."""
+        weights = {k: state[k] for k in WEIGHT_KEYS if k in state}
+        ckpt.write_checkpoint(self.exp_dir, it, weights, state)
+        keep = self.opt["logger"]["keep_checkpoints"]
+        removed = ckpt.remove_old_checkpoints(self.exp_dir, keep, self._best_iters()) \
+            if keep > 0 else []
+        gone = f"; removed those of iter {', '.join(map(str, removed))}" if removed else ""
+        self.logger.info(f"Saved checkpoint at iter {it}{gone}")
+
+    def _best_iters(self) -> list[int]:
+        """The iteration of the best value of the first validation metric (its checkpoint
+        outlives ``logger.keep_checkpoints``)."""
+        if not self.validators or not self.validators[0].metrics:
+            return []
+        first = self.validators[0]
+        key = f"{first.phase}/{first.metrics[0].name}"
+        return [h.best[key]["iter"] for h in self.hooks
+                if isinstance(h, ValidationHook) and key in h.best]
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Continue from a training state exactly: weights, optimizer, RNGs, hook states."""
+        """Continue from a training state exactly: weights, optimizer, RNGs, hook states; the
+        option file's hyper-parameters (lr, betas, weight decay, schedule, total_iter) win over
+        the saved ones, with a log line naming each change."""
         self.state.load_state_dict(state)
+        changes = ckpt.apply_options(self.state.optimizer, self.opt["train"],
+                                     state.get("train_options"))
+        if changes:
+            self.logger.info("Resuming with these options changed since the state was saved "
+                             "(the option file wins): " + "; ".join(changes))
         rngs = state["rng"]
         ckpt.set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         if state["world_size"] != self.dist.world_size:

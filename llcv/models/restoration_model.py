@@ -74,5 +74,7 @@ def check_finite(values: Mapping[str, float], it: int) -> None:
     for name, value in values.items():
         if not np.isfinite(value):
             raise LLCVError(
-                f"train: loss {name} is {value} at iter {it}; the last checkpoint is intact — "
-                f"lower train.optim_g.lr, set train.grad_clip_norm, or check the data")
+                f"train: loss {name} is {value} at iter {it}; lower train.optim_g.lr, set "
+                f"train.grad_clip_norm, or check the data, then continue from the last saved "
+                f"state with --auto_resume --set train.optim_g.lr=<lower> (the option file's lr "
+                f"wins on resume)")

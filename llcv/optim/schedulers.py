@@ -72,8 +72,10 @@ class CosineAnnealingLR:
     """Half-cosine from the base LR at iteration 0 down to ``eta_min`` at ``T_max``."""
 
     def __init__(self, total_iter: int, T_max: int | None = None, eta_min: float = 0.0) -> None:
-        self.T_max = T_max or total_iter
-        self.eta_min = eta_min
+        if isinstance(T_max, float) and T_max.is_integer():
+            T_max = int(T_max)  # BasicSR files write it as !!float
+        self.T_max = total_iter if T_max is None else check_int("T_max", T_max, 1)
+        self.eta_min = check_number("eta_min", eta_min, 0.0)
 
     def lr(self, base_lr: float, step: int) -> float:
         progress = min(step, self.T_max) / self.T_max
