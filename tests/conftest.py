@@ -5,6 +5,8 @@ import copy
 import importlib.util
 import os
 import signal
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -81,6 +83,30 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_two_ranks(tmp_path, opt: dict, script: str, timeout: int = 180) -> list[str]:
+    """Run the Python ``script`` (``sys.argv[1]`` is the option file of ``opt``) as two gloo ranks
+    with torchrun's environment; their stdouts, after checking both exited with 0 (on a hang they
+    are killed and the test fails with what they printed)."""
+    from llcv.engine.dist import free_port
+
+    path = tmp_path / "two_ranks.py"
+    path.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n{script}")
+    options, port, procs = write_yaml(tmp_path / "two_ranks.yml", opt), free_port(), []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, str(path), options], env=env, cwd=ROOT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail(f"ranks still running after {timeout}s: {[p.communicate() for p in procs]}")
+    assert [p.returncode for p in procs] == [0, 0], outs
+    return [out for out, _ in outs]
 
 
 def write_yaml(path, opt: dict) -> str:

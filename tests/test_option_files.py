@@ -83,13 +83,19 @@ def test_demo_needs_no_download_and_stays_small(path):
 
 def demo_overrides(tmp_path, path) -> list[str]:
     """Shrink a demo to three iterations on tiny crops, validated and saved at the end (a
-    pruning demo prunes at its first two)."""
+    pruning demo prunes at its first two; a DCPT demo pre-trains at them)."""
     overrides = ["train.total_iter=3", "val.val_freq=3", "logger.print_freq=1",
                  "logger.save_checkpoint_freq=3", "logger.use_tb_logger=false",
                  "datasets.train.gt_size=32", "datasets.train.batch_size_per_gpu=2",
                  "datasets.val.crop_val=32", f"path.experiments_root={tmp_path}"]
-    if read_yaml(path).get("prune"):
-        overrides += ["prune.schedule=[1, 2]", "prune.importance.iterations=1"]
+    raw = read_yaml(path)
+    if "dcpt" in raw["train"]:  # DCPT pre-trains at the first two iterations, fine-tunes at the last
+        overrides += ["train.dcpt.iters=2", "train.scheduler.periods=[2, 1]"]
+    prune = raw.get("prune")
+    if prune:
+        overrides.append("prune.schedule=[1, 2]")
+    if prune and isinstance(prune.get("importance"), dict):  # a Taylor window of one step
+        overrides.append("prune.importance.iterations=1")
     return overrides
 
 

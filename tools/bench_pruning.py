@@ -9,14 +9,19 @@ fraction (default 0.5) of the unpruned network's estimated inference peak there.
                       meet the budget, trained from scratch
   (c) UniformPruner   every width shrunk by one factor at the demo's three schedule points
   (d) MagnitudePruner global L1 ranking at the same points
-  (e) MemoryAwarePruner  the demo's own pruner (Taylor importance, skip compactors)
+  (e) GALPruner       soft masks learnt adversarially before each point (label-free GAL,
+                      sparsity weighted by the bytes at the peak), thresholded to the same
+                      budget: ``options/prune_unet_gal_demo.yml``'s step and settings, its mask
+                      phases 1/16 of the run long before each point
+  (f) MemoryAwarePruner  the demo's own pruner (Taylor importance, skip compactors)
 
 Printed: a Markdown table (PSNR/SSIM on the demo's validation photos, params, MACs, estimated
-and allocator-measured inference peak at the shape), the run-to-run spread of row (e) over two
-seeds, and ``result: memory_aware_minus_best_other_db = <x> (target >= 0)``, the best other
-among (b)-(d). Schedule points scale with ``--iters`` (at 1/4, 3/8 and 1/2 of the run).
+and allocator-measured inference peak at the shape), the run-to-run spread of row (f) over two
+seeds, ``result: memory_aware_minus_best_other_db = <x> (target >= 0)``, the best other among
+(b)-(d), and ``gal_minus_memory_aware_db``. Schedule points scale with ``--iters`` (at 1/4,
+3/8 and 1/2 of the run).
 
-    python tools/bench_pruning.py                     # about 25 minutes on 2 CPU cores
+    python tools/bench_pruning.py                     # about 20 minutes on 2 CPU cores
     python tools/bench_pruning.py --iters 2000 --out experiments/bench_pruning
     python tools/bench_pruning.py --quick             # a smoke run of a few iterations
 """
@@ -33,9 +38,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from llcv.cli import run_cli  # noqa: E402
 
-DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "options",
-                    "prune_unet_demo.yml")
-ROWS = ("base", "thinner", "UniformPruner", "MagnitudePruner", "MemoryAwarePruner")
+OPTIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "options")
+DEMO = os.path.join(OPTIONS, "prune_unet_demo.yml")
+GAL_DEMO = os.path.join(OPTIONS, "prune_unet_gal_demo.yml")
+ROWS = ("base", "thinner", "UniformPruner", "MagnitudePruner", "GALPruner", "MemoryAwarePruner")
+GAL_TRAIN_KEYS = ("optim_d", "gan_opt", "gal")  # GALModel's own train.* sections
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -47,7 +54,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--shape", type=int, nargs=4, default=[1, 3, 512, 512],
                         metavar=("N", "C", "H", "W"), help="where the budget holds")
     parser.add_argument("--seeds", type=int, nargs=2, default=[10, 11],
-                        help="seed of every row, and the second seed of row (e)")
+                        help="seed of every row, and the second seed of row (f)")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 12 iterations at 1x3x128x128, tiny validation crops")
@@ -88,6 +95,25 @@ def prune_section(pruner: str, args: argparse.Namespace, budget_mb: float) -> di
         section.pop("compactors", None)
         section["importance"] = "l1"
     return section
+
+
+def gal_options(base: dict, args: argparse.Namespace, budget_mb: float) -> dict:
+    """Row (e): ``base`` trained by GALModel with the GAL demo's discriminator, losses and
+    pruner settings, at the other rows' schedule and budget (mask phases of 1/16 of the run)."""
+    from llcv.options import read_yaml
+
+    gal = read_yaml(GAL_DEMO)
+    opt = dict(copy.deepcopy(base), name="bench_GALPruner", model_type=gal["model_type"],
+               network_d=gal["network_d"])
+    opt["train"].update({k: gal["train"][k] for k in GAL_TRAIN_KEYS})
+    section = prune_section("GALPruner", args, budget_mb)
+    section.pop("importance")
+    section.pop("compactors", None)
+    section.update({k: v for k, v in gal["prune"].items()
+                    if k not in ("type", "schedule", "target")},
+                   mask_iters=max(args.iters // 16, 1))
+    opt["prune"] = section
+    return opt
 
 
 def measure(model: Any, spec: dict, shape: list, device: Any) -> dict:
@@ -135,8 +161,10 @@ def rows_to_run(args: argparse.Namespace, root: str) -> tuple[list[tuple[str, di
     runs.append((f"thinner x{thin.factor:.2f}",
                  dict(copy.deepcopy(base), name="bench_thinner", network_g=thin.network_g)))
     for pruner in ROWS[2:]:
-        runs.append((pruner, dict(copy.deepcopy(base), name=f"bench_{pruner}",
-                                  prune=prune_section(pruner, args, budget))))
+        opt = gal_options(base, args, budget) if pruner == "GALPruner" else \
+            dict(copy.deepcopy(base), name=f"bench_{pruner}",
+                 prune=prune_section(pruner, args, budget))
+        runs.append((pruner, opt))
     second = copy.deepcopy(runs[-1][1])
     second.update(name="bench_MemoryAwarePruner_seed2", manual_seed=args.seeds[1])
     runs.append((f"MemoryAwarePruner (seed {args.seeds[1]})", second))
@@ -174,7 +202,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
     print(f"run-to-run spread of MemoryAwarePruner over seeds {args.seeds}: {spread:.3f} dB")
     margin = aware["psnr"] - others
     print(f"result: memory_aware_minus_best_other_db = {margin:.3f} (target >= 0)")
-    return {"budget_mb": budget, "rows": results, "margin_db": margin, "spread_db": spread}
+    gal = results[4]["psnr"] - aware["psnr"]
+    print(f"result: gal_minus_memory_aware_db = {gal:.3f}")
+    return {"budget_mb": budget, "rows": results, "margin_db": margin, "spread_db": spread,
+            "gal_minus_memory_aware_db": gal}
 
 
 if __name__ == "__main__":

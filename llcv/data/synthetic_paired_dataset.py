@@ -5,6 +5,7 @@ import json
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from llcv.data.builtin_images import check_builtin_name, load_builtin_uint8
@@ -13,7 +14,7 @@ from llcv.data.paired_image_dataset import TRAIN_PHASE, check_phase
 from llcv.data.sampler import SampleKey, sample_rng
 from llcv.data.transforms import augment, center_crop, check_crop_size, random_crop
 from llcv.errors import OptionError
-from llcv.degradations.base import build_child
+from llcv.degradations.base import Degradation, build_child
 from llcv.registry import DATASETS
 from llcv.utils import check_int
 
@@ -81,6 +82,13 @@ class SyntheticPairedDataset(Dataset):
 
     def __getitem__(self, key: Union[int, SampleKey]) -> dict[str, Any]:
         index, rng = sample_rng(key, self.seed)
+        gt, path = self._prepare_gt(index, rng)
+        gt_tensor = to_tensor(gt, path)  # a copy: a degradation writing in place cannot alter it
+        lq, params = self._degrade(gt, rng)
+        return self._sample(gt_tensor, lq, path, params)
+
+    def _prepare_gt(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        """GT image ``index`` cropped (and, in training, flipped/rotated) as float, and its path."""
         gt, path = self._read_gt(index)
         if self.train and self.gt_size is not None:
             check_crop_size(gt, self.gt_size, "gt_size", path)
@@ -90,20 +98,25 @@ class SyntheticPairedDataset(Dataset):
         gt = np.asarray(gt)  # a raw LMDB view reads its pixels here
         if self.train:
             (gt,) = augment((gt,), rng, self.use_hflip, self.use_rot)
-        gt = to_float(gt, path)
-        gt_tensor = to_tensor(gt, path)  # a copy: a degradation writing in place cannot alter it
-        lq, params = self._degrade(gt, rng)
-        sample = {"lq": to_tensor(lq, path), "gt": gt_tensor, "lq_path": path, "gt_path": path}
+        return to_float(gt, path), path
+
+    def _sample(self, gt: torch.Tensor, lq: np.ndarray, path: str,
+                params: Mapping[str, Any]) -> dict[str, Any]:
+        """The sample dict: LQ and GT tensors, their path and, with ``return_label``, labels."""
+        sample = {"lq": to_tensor(lq, path), "gt": gt, "lq_path": path, "gt_path": path}
         if self.return_label:
             sample["degradation"] = json.dumps(params, sort_keys=True)
             sample["label"] = int(params.get("choice", -1))
         return sample
 
-    def _degrade(self, gt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-        """LQ from GT, clipped to [0, 1], and the drawn parameters; a non-image LQ is an error."""
-        lq, params = self.degradation.degrade(gt, rng)
+    def _degrade(self, gt: np.ndarray, rng: np.random.Generator,
+                 degradation: Optional[Degradation] = None) -> tuple[np.ndarray, dict]:
+        """LQ from GT by ``degradation`` (default: the dataset's), clipped to [0, 1], and the
+        drawn parameters; a non-image LQ is an error."""
+        degradation = self.degradation if degradation is None else degradation
+        lq, params = degradation.degrade(gt, rng)
         lq = np.asarray(lq, dtype=np.float32)
         if lq.ndim != 3 or lq.shape[2] != 3:
-            raise OptionError(f"degradation: {type(self.degradation).__name__} returned shape "
+            raise OptionError(f"degradation: {type(degradation).__name__} returned shape "
                               f"{lq.shape}; expected an HxWx3 image")
         return np.clip(lq, 0.0, 1.0), params

@@ -1,7 +1,9 @@
 """The contract every registered architecture keeps, checked on a tiny configuration of each.
 
 A new arch must add its tiny configuration here (the first test fails until it does). An
-upscaling arch says so with an ``upscale`` attribute: its output is the input times it.
+upscaling arch says so with an ``upscale`` attribute: its output is the input times it. A
+discriminator (``role = "discriminator"``: images to logits, not images to images) keeps its
+own contract below, on a tiny configuration in ``DISCRIMINATORS``.
 """
 import io
 
@@ -31,16 +33,34 @@ TINY = {  # name -> (options, input channels, expected size_multiple, upscale)
                 "mlp_ratio": 2, "upsampler": "pixelshuffle", "upscale": 2}, 3, 4, 2),
 }
 SIZES = [(13, 7), (17, 23), (1, 1), (16, 8)]
+DISCRIMINATORS = {  # name -> (options, input channels, input H and W, logits per pixel)
+    "VGGStyleDiscriminator": ({"num_in_ch": 3, "num_feat": 2, "input_size": 128}, 3, (128, 128),
+                              False),
+    "UNetDiscriminatorSN": ({"num_in_ch": 1, "num_feat": 4}, 1, (16, 24), True),
+}
+
+
+def role(name: str) -> str:
+    """What a registered arch is: ``discriminator`` when it declares so, else ``image``."""
+    return getattr(ARCHS.get(name), "role", "image")
+
+
+def image_archs() -> list[str]:
+    """The registered image-to-image archs (every one but the discriminators)."""
+    return [n for n in registered_names(ARCHS) if role(n) == "image"]
 
 
 def tiny(name: str, seed: int = 0, **kwargs):
     torch.manual_seed(seed)
-    options = TINY[name][0]
+    options = (TINY.get(name) or DISCRIMINATORS[name])[0]
     return build(ARCHS, {"type": name, **options}, "network_g", **kwargs)
 
 
 def test_every_registered_arch_has_a_tiny_configuration():
-    assert set(registered_names(ARCHS)) == set(TINY)
+    assert set(image_archs()) == set(TINY)
+    assert {n for n in registered_names(ARCHS) if role(n) == "discriminator"} == \
+        set(DISCRIMINATORS)
+    assert set(registered_names(ARCHS)) == set(TINY) | set(DISCRIMINATORS)
 
 
 def expected_shape(name: str, x: torch.Tensor) -> tuple[int, ...]:
@@ -95,3 +115,37 @@ def test_builds_on_meta_device(name):
     assert all(p.device.type == "meta" for p in model.parameters())
     x = torch.empty(1, TINY[name][1], 16, 12, device="meta")
     assert model(x).shape == expected_shape(name, x)
+
+
+def logits_shape(name: str, x: torch.Tensor) -> tuple[int, ...]:
+    """One logit per image, or per pixel."""
+    return (x.shape[0], 1, *x.shape[-2:]) if DISCRIMINATORS[name][3] else (x.shape[0], 1)
+
+
+@pytest.mark.parametrize("name", sorted(DISCRIMINATORS))
+def test_discriminator_gives_logits_and_backward_reaches_every_parameter(name):
+    model = tiny(name).train()
+    channels, (h, w) = DISCRIMINATORS[name][1:3]
+    x = torch.rand(2, channels, h, w)
+    out = model(x)
+    assert out.shape == logits_shape(name, x)
+    out.square().mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", sorted(DISCRIMINATORS))
+def test_discriminator_state_dict_round_trip_and_meta_build(name):
+    a, b = tiny(name, 0).train(), tiny(name, 1)
+    channels, (h, w) = DISCRIMINATORS[name][1:3]
+    x = torch.rand(2, channels, h, w)
+    a(x)  # a training forward moves running statistics and spectral-norm vectors
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    with torch.no_grad():
+        torch.testing.assert_close(a.eval()(x), b.eval()(x), rtol=0, atol=0)
+    meta = tiny(name, device="meta")
+    assert meta(torch.empty(1, channels, h, w, device="meta")).shape == \
+        logits_shape(name, x[:1])

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, tiny_options, write_yaml
+from conftest import ROOT, run_two_ranks, tiny_options, write_yaml
 from test_replace_model import PLAN
 from llcv.engine.dist import free_port
 from llcv.engine.runner import Runner
@@ -109,13 +109,8 @@ def test_sigterm_on_one_rank_stops_both_with_state_saved(tmp_path):
 
 
 SWAP_SCRIPT = """
-import sys
-sys.path.insert(0, {root!r})
 from llcv.engine.dist import close_dist, param_checksum
 from llcv.engine.hooks import Hook
-import torch
-
-from llcv.engine.dist import free_port
 from llcv.engine.runner import Runner
 from llcv.options import load_options
 
@@ -139,20 +134,11 @@ close_dist()
 def test_swap_under_two_ranks_keeps_them_identical(tmp_path):
     opt = tiny_options(tmp_path, total_iter=6, ema_decay=0.9)
     opt["dist_params"] = {"timeout": 60}
-    script = tmp_path / "swap.py"
-    script.write_text(SWAP_SCRIPT.format(root=ROOT, swap_at=3, plan=PLAN))
-    port, procs = free_port(), []
-    for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen(
-            [sys.executable, str(script), write_yaml(tmp_path / "o.yml", opt)], env=env, cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = finish(procs)
-    sums = [line for out, _ in outs for line in out.splitlines() if line.startswith("checksum")]
+    outs = run_two_ranks(tmp_path, opt, SWAP_SCRIPT.format(swap_at=3, plan=PLAN))
+    sums = [line for out in outs for line in out.splitlines() if line.startswith("checksum")]
     assert len(sums) == 2 and sums[0] == sums[1]
-    assert "weights identical on all 2 ranks after the model was replaced" in outs[0][0]
-    assert "weights identical on all 2 ranks at iter 6" in outs[0][0]
+    assert "weights identical on all 2 ranks after the model was replaced" in outs[0]
+    assert "weights identical on all 2 ranks at iter 6" in outs[0]
     weights = torch.load(tmp_path / "experiments" / "tiny" / "models" / "net_g_6.pth",
                          weights_only=True)
     assert weights["network"]["plan"] == PLAN

@@ -3,7 +3,8 @@ parameters kept than uniform thinning at the same budget; compactors on the UNet
 import pytest
 import torch
 
-from llcv.memory import estimate_peak_memory, measure_peak
+from llcv.evaluation import measured_inference_peak
+from llcv.memory import estimate_peak_memory
 from llcv.network import apply_plan, build_network, network_spec
 from llcv.pruners.memory_aware_pruner import MemoryAwarePruner
 from llcv.pruners.uniform_pruner import UniformPruner
@@ -15,15 +16,6 @@ SHAPE = [1, 3, 512, 512]
 
 def params(model):
     return sum(p.numel() for p in model.parameters())
-
-
-def measured_inference_peak(model, shape):
-    x = torch.rand(shape)
-
-    def run():
-        with torch.no_grad():
-            model(x)
-    return measure_peak(run, "cpu", resident=[model, x])
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +33,7 @@ def test_half_the_base_unet_inference_peak_at_512(base_unet):
     uniform = UniformPruner(target, round_to=8).prune(model, spec)
     pruned = aware.apply(model).eval()
     estimated = estimate_peak_memory(pruned, SHAPE).total
-    measured = measured_inference_peak(pruned, SHAPE)
+    measured = measured_inference_peak(pruned, SHAPE, torch.device("cpu"))
     kept, thin = params(pruned), uniform.report.after.params
     print(f"\nbudget {budget / MB:.2f} MiB at 1x3x512x512: MemoryAwarePruner {kept:,} params "
           f"(est. {estimated / MB:.2f} MiB, measured {measured / MB:.2f} MiB), UniformPruner "

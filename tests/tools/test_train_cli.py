@@ -93,11 +93,12 @@ def test_sigkill_after_checkpoint_then_auto_resume(tmp_path):
     proc = subprocess.Popen(train_cmd(path), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not (states.exists() and list(states.glob("*.state"))):
+    finished = "[0-9]*.state"  # not a temporary file the kill may leave mid-write
+    while time.time() < deadline and not (states.exists() and list(states.glob(finished))):
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = max(int(p.stem) for p in states.glob("*.state"))
+    saved = max(int(p.stem) for p in states.glob(finished))
     assert saved < 100
     result = run_train(path, "--auto_resume", "--set", "train.total_iter=100", "val.val_freq=1000")
     assert result.returncode == 0, result.stderr
