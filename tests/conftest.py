@@ -85,28 +85,46 @@ def load_tool(name: str):
     return module
 
 
-def run_two_ranks(tmp_path, opt: dict, script: str, timeout: int = 180) -> list[str]:
-    """Run the Python ``script`` (``sys.argv[1]`` is the option file of ``opt``) as two gloo ranks
-    with torchrun's environment; their stdouts, after checking both exited with 0 (on a hang they
-    are killed and the test fails with what they printed)."""
+def start_ranks(command: list[str], nproc: int) -> list[subprocess.Popen]:
+    """Start ``nproc`` processes of ``command`` with torchrun's environment variables."""
     from llcv.engine.dist import free_port
 
-    path = tmp_path / "two_ranks.py"
-    path.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n{script}")
-    options, port, procs = write_yaml(tmp_path / "two_ranks.yml", opt), free_port(), []
-    for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+    port, procs = free_port(), []
+    for rank in range(nproc):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, str(path), options], env=env, cwd=ROOT,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def communicate_all(procs, timeout):
+    """Outputs of every process; on a hang, kill them all and fail showing what they printed."""
     try:
-        outs = [p.communicate(timeout=timeout) for p in procs]
+        return [p.communicate(timeout=timeout) for p in procs]
     except subprocess.TimeoutExpired:
         for p in procs:
             p.kill()
-        pytest.fail(f"ranks still running after {timeout}s: {[p.communicate() for p in procs]}")
-    assert [p.returncode for p in procs] == [0, 0], outs
-    return [out for out, _ in outs]
+        outs = [p.communicate() for p in procs]
+        pytest.fail(f"ranks still running after {timeout}s: {outs}")
+
+
+def finish(procs, timeout=180):
+    """Outputs of every process, after checking each exited with 0."""
+    outs = communicate_all(procs, timeout)
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, out + err
+    return outs
+
+
+def run_two_ranks(tmp_path, opt: dict, script: str, timeout: int = 180) -> list[str]:
+    """Run the Python ``script`` (``sys.argv[1]`` is the option file of ``opt``) as two gloo ranks
+    with torchrun's environment; their stdouts, after checking both exited with 0."""
+    path = tmp_path / "two_ranks.py"
+    path.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n{script}")
+    options = write_yaml(tmp_path / "two_ranks.yml", opt)
+    return [out for out, _ in finish(start_ranks([sys.executable, str(path), options], 2),
+                                     timeout)]
 
 
 def write_yaml(path, opt: dict) -> str:

@@ -269,7 +269,7 @@ class Runner:
         schedule = LRSchedule(train.get("scheduler"), self.total_iter, train["warmup_iter"])
         cfg = train["compile"]  # false, true, or torch.compile's arguments
         compile_cfg = None if cfg is False else {} if cfg is True else dict(cfg)
-        return TrainState(model, spec, train["optim_g"], schedule, step, self.dist, self.device,
+        return TrainState(model, spec, train["optim_g"], schedule, step, self.device,
                           train["channels_last"], compile_cfg)
 
     def _initial_network(self) -> tuple[Spec, nn.Module]:

@@ -13,19 +13,11 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from llcv.engine.dist import DistInfo
 from llcv.models.base import TrainStep
+from llcv.models.distributed import ddp_wrap
 from llcv.network import Plan, Spec, transfer
 from llcv.optim.optimizers import build_optimizer, rebuild_optimizer
 from llcv.optim.schedulers import LRSchedule
-
-
-def wrap_for_training(model: nn.Module, dist: DistInfo, device: torch.device) -> nn.Module:
-    """``model`` itself, or a DistributedDataParallel wrapper of it when the run has peers."""
-    if not dist.distributed:
-        return model
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def compiled(module: nn.Module, cfg: Optional[Mapping[str, Any]]) -> nn.Module:
@@ -45,11 +37,10 @@ class TrainState:
     """The network being trained with what updates it; ``state_dict`` holds all of it."""
 
     def __init__(self, model: nn.Module, spec: Spec, optim_cfg: Mapping[str, Any],
-                 lr_schedule: LRSchedule, step: TrainStep, dist: DistInfo,
-                 device: torch.device, channels_last: bool = False,
+                 lr_schedule: LRSchedule, step: TrainStep, device: torch.device,
+                 channels_last: bool = False,
                  compile_cfg: Optional[Mapping[str, Any]] = None) -> None:
-        self.spec, self.lr_schedule, self.step = spec, lr_schedule, step
-        self.dist, self.device = dist, device
+        self.spec, self.lr_schedule, self.step, self.device = spec, lr_schedule, step, device
         #: Layout the step gives its inputs (and the network's weights have).
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compile_cfg = compile_cfg
@@ -85,7 +76,7 @@ class TrainState:
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """The module the step calls: DDP wrapper (with peers), compiled when asked."""
-        return compiled(wrap_for_training(model, self.dist, self.device), self.compile_cfg)
+        return compiled(ddp_wrap(model, self.device), self.compile_cfg)
 
     def state_dict(self) -> dict[str, Any]:
         return {"params": self.model.state_dict(), "network": self.spec,

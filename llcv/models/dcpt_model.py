@@ -30,7 +30,7 @@ from torch import nn
 from llcv.errors import LLCVError, OptionError
 from llcv.models.deep_features import (capture_features, image_channels, ordered,
                                        probe_shapes, resolve_feature_layers)
-from llcv.models.gan_model import average_gradients  # shared with the GAN steps
+from llcv.models.distributed import average_gradients
 from llcv.models.restoration_model import ImageRestorationModel, check_finite
 from llcv.network import build_network, network_spec
 from llcv.optim.optimizers import build_optimizer

@@ -37,8 +37,8 @@ from torch import nn
 
 from llcv.errors import LLCVError, OptionError
 from llcv.models.base import TrainStep
-from llcv.models.gan_model import (Discriminator, average_gradients, build_gan_loss,
-                                   check_float32)
+from llcv.models.distributed import average_gradients
+from llcv.models.gan_model import Discriminator, build_gan_loss, check_float32
 from llcv.models.restoration_model import ImageRestorationModel, check_finite
 from llcv.network import Plan, Spec
 from llcv.pruners.gal_pruner import GALPruner

@@ -33,7 +33,8 @@ from torch import nn
 from llcv.errors import LLCVError, OptionError
 from llcv.losses.gan_loss import GANLoss
 from llcv.models.base import TrainStep
-from llcv.models.restoration_model import check_finite
+from llcv.models.distributed import ddp_wrap
+from llcv.models.restoration_model import build_losses, check_finite
 from llcv.optim.optimizers import build_optimizer
 from llcv.registry import ARCHS, LOSSES, MODELS, build, lookup
 from llcv.schema import INT, Component, Key
@@ -45,39 +46,6 @@ GENERATOR_LOSSES = {"pixel_opt": "l_g_pix", "perceptual_opt": "l_g_percep",
 GAN_KEYS = {"optim_d": Component("optimizer"), "gan_opt": Component("loss"),
             "net_d_iters": Key(INT, 1, low=1), "net_d_init_iters": Key(INT, 0, low=0)}
 D_SEED_OFFSET = 7919  # the discriminator's initialisation seed: manual_seed + this
-
-
-def ddp_wrap(module: nn.Module, device: torch.device) -> nn.Module:
-    """``module``, or a DistributedDataParallel wrapper of it when a process group of several
-    ranks is running (its parameters are broadcast from rank 0 at construction)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return module
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
-
-
-def average_gradients(params: list[torch.Tensor]) -> None:
-    """Average the gradients of ``params`` (those that have one) over the process group, for
-    tensors outside any DDP wrapper (a no-op in one process)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def build_losses(train: Mapping[str, Any], keys: Mapping[str, str],
-                 device: torch.device) -> dict[str, nn.Module]:
-    """The loss sections of ``keys`` present in ``train``, by log name."""
-    return {name: build(LOSSES, train[key], f"train.{key}").to(device)
-            for key, name in keys.items() if key in train}
 
 
 def build_gan_loss(train: Mapping[str, Any], device: torch.device) -> GANLoss:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from torch import nn
 
 from llcv.data.mixing import MixingAugment
 from llcv.errors import LLCVError
@@ -31,8 +32,7 @@ class ImageRestorationModel(TrainStep):
     def __init__(self, opt: Mapping[str, Any], device: torch.device) -> None:
         super().__init__(opt, device)
         train = opt["train"]
-        self.losses = {name: build(LOSSES, train[key], f"train.{key}").to(device)
-                       for key, name in self.loss_keys.items() if key in train}
+        self.losses = build_losses(train, self.loss_keys, device)
         if not self.losses:
             raise LLCVError(f"train: no loss given; add e.g. train.pixel_opt: {{type: L1Loss}} "
                             f"(loss sections: {', '.join(self.loss_keys)})")
@@ -67,6 +67,13 @@ class ImageRestorationModel(TrainStep):
     def memory_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         losses = list(self.losses.values())
         return lambda out, gt: sum(loss(out, gt) for loss in losses)
+
+
+def build_losses(train: Mapping[str, Any], keys: Mapping[str, str],
+                 device: torch.device) -> dict[str, nn.Module]:
+    """The loss sections of ``keys`` present in ``train``, by log name."""
+    return {name: build(LOSSES, train[key], f"train.{key}").to(device)
+            for key, name in keys.items() if key in train}
 
 
 def check_finite(values: Mapping[str, float], it: int) -> None:

@@ -77,9 +77,8 @@ def _member_kind(modules: Mapping[str, nn.Module], tensor: str, dim: int) -> str
     inputs = _input_dim(module)
     if leaf == "weight" and inputs is not None and dim == inputs[0]:
         return "consumer"
-    plain = isinstance(module, nn.Linear) or (
-        isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1)
-    if plain and ((leaf == "weight" and dim == output_dim(module)) or leaf == "bias"):
+    if inputs is not None and ((leaf == "weight" and dim == output_dim(module))
+                               or leaf == "bias"):
         return "passive"
     return "passive" if isinstance(module, PER_CHANNEL) else "other"
 

@@ -2,16 +2,15 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 import torch
 
-from conftest import ROOT, run_two_ranks, tiny_options, write_yaml
+from conftest import (ROOT, communicate_all, finish, run_two_ranks, start_ranks, tiny_options,
+                      write_yaml)
 from test_replace_model import PLAN
-from llcv.engine.dist import free_port
 from llcv.engine.runner import Runner
 from llcv.options import validate_options
 
@@ -20,32 +19,8 @@ TRAIN = os.path.join(ROOT, "tools", "train.py")
 
 def launch(opt_path, nproc, *args):
     """Start ``nproc`` ranks of tools/train.py with torchrun's environment."""
-    port, procs = free_port(), []
-    for rank in range(nproc):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen(
-            [sys.executable, TRAIN, "-opt", str(opt_path), "--launcher", "pytorch", *args],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    return procs
-
-
-def communicate_all(procs, timeout):
-    """Outputs of every process; on a hang, kill them all and fail showing what they printed."""
-    try:
-        return [p.communicate(timeout=timeout) for p in procs]
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        outs = [p.communicate() for p in procs]
-        pytest.fail(f"ranks still running after {timeout}s: {outs}")
-
-
-def finish(procs, timeout=180):
-    outs = communicate_all(procs, timeout)
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, out + err
-    return outs
+    return start_ranks([sys.executable, TRAIN, "-opt", str(opt_path), "--launcher", "pytorch",
+                        *args], nproc)
 
 
 def test_two_ranks_train_validate_checkpoint_resume(tmp_path):

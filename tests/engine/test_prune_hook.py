@@ -7,13 +7,13 @@ import os
 import pytest
 import torch
 
-from conftest import StopAt, tiny_options, write_yaml
+from conftest import StopAt, finish, tiny_options, write_yaml
 from llcv.engine.prune_hook import step_target
 from llcv.engine.runner import Runner, RunInterrupted
 from llcv.errors import LLCVError, OptionError
 from llcv.memory import estimate_peak_memory
 from llcv.options import validate_options
-from test_distributed import finish, launch
+from test_distributed import launch
 
 SHAPE = [1, 3, 128, 128]  # the dense UNet below: 3.97 MiB estimated; its floor 1.7 MiB
 BUDGET = 2.5
