@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,6 +42,12 @@ def main() -> None:
     opt = load_options(args.opt, args.set, debug=args.debug)
     try:
         Runner(opt, auto_resume=args.auto_resume, launcher=args.launcher).train()
+    except BaseException as err:
+        # The traceback's frames hold the runner and its DDP wrappers; freed only at exit,
+        # after the process group, a wrapper's gloo threads can deadlock the interpreter.
+        traceback.clear_frames(err.__traceback__)
+        gc.collect()
+        raise
     finally:
         close_dist()
 
