@@ -1,4 +1,5 @@
-"""Small helpers every layer of llcv uses: argument checks, byte units, module modes and device.
+"""Small helpers every layer of llcv uses: argument checks, byte units, BT.601 colour weights,
+module modes and device.
 
 This module sits at the bottom of the import layers (it imports only ``llcv.errors``), so
 components, memory tools and the engine can all share one copy of each helper.
@@ -8,12 +9,29 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from llcv.errors import ArgumentError
 
 MB = 1024.0 ** 2  # bytes in a MiB
+BT601_Y_RGB = (65.481, 128.553, 24.966)  # MATLAB rgb2ycbcr: Y = 16 + BT601_Y_RGB . (R, G, B)
+BT601_LUMA_RGB = (0.299, 0.587, 0.114)  # luma weights of R, G, B (summing to 1)
+
+
+def bt601_y(unit_bgr: np.ndarray) -> np.ndarray:
+    """BasicSR's Y (HxW, float32 in [16/255, 235/255]) of a BGR image in [0, 1]: summed in float64
+    in B, G, R order, divided by 255, stored as float32 (the metrics' reference protocol)."""
+    return ((np.dot(unit_bgr, np.array(BT601_Y_RGB[::-1])) + 16.0) / 255.0).astype(np.float32)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma (N1HW) of an NCHW RGB batch; a 1-channel batch is returned as it is."""
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor(BT601_LUMA_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x[:, :3] * weights).sum(dim=1, keepdim=True)
 
 
 def is_int(value: Any) -> bool:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from llcv.data.sampler import SampleKey
 from llcv.errors import OptionError
 from llcv.models.deep_features import capture_features, ordered
-from llcv.utils import module_modes
+from llcv.utils import luma, module_modes
 
 POOLS = ("meanstd", "mean", "flatten")
 METHODS = ("knn", "linear")
@@ -43,8 +43,7 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     if channels == images.shape[1]:
         return images
     if channels == 1 and images.shape[1] == 3:
-        weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype).view(1, 3, 1, 1)
-        return (images * weights).sum(1, keepdim=True)
+        return luma(images)
     raise OptionError(f"--network: takes {channels}-channel images; the probe set has "
                       f"{images.shape[1]} channels")
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from llcv.memory.naming import tensors_in
-from llcv.utils import module_device, module_modes
+from llcv.utils import MB, module_device, module_modes
 
 FLOPS_CONVENTION = ("FLOPs = 2 x MACs, counted by torch.utils.flop_counter.FlopCounterMode "
                     "(convolutions, matmuls, attention; element-wise ops not counted)")
@@ -147,7 +147,7 @@ def format_profile(profile: ModelProfile, layers: bool = True) -> str:
     if layers:
         rows = [(r.name, r.type, "x".join(map(str, r.output_shape)) if r.output_shape
                  and isinstance(r.output_shape[0], int) else str(r.output_shape),
-                 f"{r.activation_bytes / 2 ** 20:.2f}", si(r.macs)) for r in profile.layers]
+                 f"{r.activation_bytes / MB:.2f}", si(r.macs)) for r in profile.layers]
         header = ("layer", "type", "output shape", "act. MiB", "MACs")
         widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
         for row in [header, *rows]:

@@ -12,7 +12,7 @@ from llcv.data.sampler import SampleKey, sample_rng
 from llcv.data.transforms import augment, check_crop_size, paired_random_crop
 from llcv.errors import DataError, OptionError
 from llcv.registry import DATASETS
-from llcv.utils import check_int
+from llcv.utils import bt601_y, check_int
 
 TRAIN_PHASE = "train"
 
@@ -41,9 +41,7 @@ COLORS = (None, "y")
 
 def rgb_to_y_float(img: np.ndarray) -> np.ndarray:
     """BT.601 luma (HxWx1, float32, [16/255, 235/255]) of an RGB image, as BasicSR's Y data."""
-    rgb = to_float(img)
-    luma = rgb @ np.asarray([65.481, 128.553, 24.966], np.float32) + np.float32(16.0)
-    return (luma / np.float32(255.0))[..., None]
+    return bt601_y(to_float(img)[..., ::-1])[..., None]
 
 
 # Registered also under Restormer's name for the same dataset, so its option files carry over.

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from llcv.errors import DataError, OptionError
+from llcv.utils import BT601_LUMA_RGB
 
 Number = Union[int, float]
 RangeLike = Union[Number, Sequence[Number]]
@@ -130,7 +131,7 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     """BT.601 luma of an RGB image as HxWx1 (a 1-channel image is returned unchanged)."""
     if img.shape[2] == 1:
         return img
-    weights = np.asarray([0.299, 0.587, 0.114], dtype=img.dtype)
+    weights = np.asarray(BT601_LUMA_RGB, dtype=img.dtype)
     return (img[..., :3] @ weights)[..., None]
 
 

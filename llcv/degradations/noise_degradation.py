@@ -9,20 +9,13 @@ import torch
 from llcv.degradations.base import (BatchedDegradation, RangeLike, as_probability, as_range, draw,
                                     draw_log, finish, numpy_rng, to_gray)
 from llcv.registry import DEGRADATIONS
+from llcv.utils import luma
 
 
 def _per_sample(params: list[dict], key: str, like: torch.Tensor) -> torch.Tensor:
     """One parameter of every sample as an N x 1 x 1 x 1 tensor on ``like``'s device."""
     values = torch.tensor([float(p[key]) for p in params], dtype=like.dtype, device=like.device)
     return values.view(-1, 1, 1, 1)
-
-
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma of an NCHW RGB batch as N x 1 x H x W (a 1-channel batch is returned as is)."""
-    if x.shape[1] == 1:
-        return x
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x[:, :3] * weights).sum(dim=1, keepdim=True)
 
 
 def _draw_gray(rng: np.random.Generator, gray_prob: float) -> bool:
@@ -95,8 +88,8 @@ class PoissonNoise(BatchedDegradation):
         rng = numpy_rng(generator)
         params = [self.sample_params(rng) for _ in range(x.shape[0])]
         peak, gray = _per_sample(params, "peak", x), _per_sample(params, "gray", x) > 0
-        luma, colour = _luma(x).clamp_min(0.0), x.clamp_min(0.0)
-        gray_noise = torch.poisson(luma * peak, generator=generator) / peak - luma
+        brightness, colour = luma(x).clamp_min(0.0), x.clamp_min(0.0)
+        gray_noise = torch.poisson(brightness * peak, generator=generator) / peak - brightness
         colour_noise = torch.poisson(colour * peak, generator=generator) / peak - colour
         out = x + torch.where(gray, gray_noise.expand_as(x), colour_noise)
         return (out.clamp(0.0, 1.0) if self.clip else out), params

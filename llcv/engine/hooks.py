@@ -2,6 +2,8 @@
 
 The loop calls each stage on every hook in priority order (lower first):
 
+- ``check(runner)`` — before the run folder is touched (on every rank, in the dry start): raise
+  an ``LLCVError`` for what would fail later, e.g. a prune target the network cannot reach;
 - ``before_run(runner)`` / ``after_run(runner)`` (training finished) / ``on_exit(runner)``
   (always, also after an error: release what the hook holds);
 - ``before_train_iter(runner, it)`` / ``after_train_iter(runner, it, batch, record)`` —
@@ -49,6 +51,8 @@ class Hook:
 
     priority = 50
     name = ""  # set by build_hooks: the key of this hook's state in checkpoints
+
+    def check(self, runner) -> None: ...
 
     def before_run(self, runner) -> None: ...
 
@@ -180,9 +184,13 @@ class MemoryHook(Hook):
 
     def before_run(self, runner) -> None:
         self.meter = MemoryMeter(runner.device)
-        self.alloc_meter = AllocatorPeakMeter(
-            runner.device, method="tensors",
-            enabled=self.measure_allocator and runner.device.type == "cpu")
+        track = self.measure_allocator and runner.device.type == "cpu"
+        if track and runner.opt["train"]["compile"] is not False:
+            track = False  # TorchDynamo runs a frame eagerly under a dispatch-level tracker
+            runner.logger.info("logger.measure_allocator: off under train.compile on CPU (the "
+                               "tensor tracker would keep the network from compiling); RSS "
+                               "and the estimates are still logged every iteration")
+        self.alloc_meter = AllocatorPeakMeter(runner.device, method="tensors", enabled=track)
         self.warm_until = runner.start_iter + self.WARM_ITERS
 
     def before_train_iter(self, runner, it) -> None:
@@ -231,7 +239,8 @@ class MemoryHook(Hook):
 
 @HOOKS.register_module()
 class LoggerHook(Hook):
-    """Text line + JSONL + TensorBoard every ``print_freq``; memory to TensorBoard every iteration."""
+    """Text line + JSONL + TensorBoard every ``print_freq``; memory to TensorBoard and JSONL
+    every iteration (in between, a JSONL line holds ``iter`` and the ``mem/`` fields only)."""
 
     priority = 30
 
@@ -241,8 +250,10 @@ class LoggerHook(Hook):
 
     def after_train_iter(self, runner, it, batch, record) -> None:
         self.iter_times.append(record["time/iter_s"])
-        runner.writer.write_tb(it, {k: v for k, v in record.items() if k.startswith("mem/")})
+        memory = {k: v for k, v in record.items() if k.startswith("mem/")}
+        runner.writer.write_tb(it, memory)
         if not every(it, self.print_freq, runner.total_iter):
+            runner.writer.write_jsonl(it, memory)
             return
         eta = sum(self.iter_times) / len(self.iter_times) * (runner.total_iter - it)
         runner.logger.info(format_train_line(runner.name, runner.epoch_of(it), it,

@@ -130,8 +130,8 @@ class PruneHook(Hook):
         return self._start_mb
 
     # ---------------------------------------------------------------- stages
-    def before_run(self, runner) -> None:
-        """Refuse an unreachable final target before the first iteration."""
+    def check(self, runner) -> None:
+        """Refuse an unreachable final target before the run folder is touched."""
         if self._next_point() is None or not runner.dist.is_main:
             return
         final = build(PRUNERS, self.pruner_cfg, "prune")

@@ -145,14 +145,15 @@ class Runner:
 
     def _dry_start(self) -> None:
         """What would fail at the first iteration or validation, found before any file is
-        written: the first training batch through the network, every validation file's header
-        (the global RNGs are left as they were)."""
+        written: the first training batch through the network, every validation file's header,
+        every hook's ``check`` (the global RNGs are left as they were)."""
         start, rng = time.perf_counter(), ckpt.rng_state()
         try:
             batch = startup.first_batch(self.train_loader)
             forward = startup.check_forward(self.model, batch, self.device)
             read = sum(startup.check_files(v.loader.dataset, f"datasets.{v.phase}")
                        for v in self.validators)
+            self.call_hooks("check")
         finally:
             ckpt.set_rng_state(rng)
         total = sum(len(v.loader.dataset) for v in self.validators)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from llcv.degradations.bicubic_degradation import imresize_pt
 from llcv.engine.dist import DistInfo, all_reduce_sum
 from llcv.registry import METRICS, lookup
+from llcv.utils import module_modes
 
 
 class MetricSpec:
@@ -84,24 +85,23 @@ class Validator:
         sums = torch.zeros(2 * len(self.metrics) + 1, dtype=torch.float64)
         bar = tqdm(total=len(self.loader), desc=f"{self.phase}", unit="batch", leave=False,
                    disable=not (show_progress and self.dist.is_main), dynamic_ncols=True)
-        was_training = model.training
-        model.eval()
-        for index, batch in enumerate(self.loader):
-            lq, gt = batch["lq"].to(self.device), batch["gt"].to(self.device)
-            out = apply_protocol(model(lq), self.protocol)
-            gt_p = apply_protocol(gt, self.protocol)
-            lq_p = None if self.reference is not None else apply_protocol(
-                lq if lq.shape[-2:] == gt.shape[-2:] else upsample_reference(lq, gt), self.protocol)
-            for i, metric in enumerate(self.metrics):
-                sums[i] += metric(out, gt_p, self.protocol).sum()
-                if lq_p is not None:
-                    sums[len(self.metrics) + i] += metric(lq_p, gt_p, self.protocol).sum()
-            sums[-1] += lq.shape[0]
-            if on_batch is not None:
-                on_batch(index, batch, out)
-            bar.update(1)
+        with module_modes(model, False):
+            for index, batch in enumerate(self.loader):
+                lq, gt = batch["lq"].to(self.device), batch["gt"].to(self.device)
+                out = apply_protocol(model(lq), self.protocol)
+                gt_p = apply_protocol(gt, self.protocol)
+                lq_p = None if self.reference is not None else apply_protocol(
+                    lq if lq.shape[-2:] == gt.shape[-2:] else upsample_reference(lq, gt),
+                    self.protocol)
+                for i, metric in enumerate(self.metrics):
+                    sums[i] += metric(out, gt_p, self.protocol).sum()
+                    if lq_p is not None:
+                        sums[len(self.metrics) + i] += metric(lq_p, gt_p, self.protocol).sum()
+                sums[-1] += lq.shape[0]
+                if on_batch is not None:
+                    on_batch(index, batch, out)
+                bar.update(1)
         bar.close()
-        model.train(was_training)
         return self._averages(sums)
 
     def _averages(self, sums: torch.Tensor) -> dict[str, float]:

@@ -20,6 +20,7 @@ from torch import Tensor
 from llcv.metrics.torch_ops import (SsimBuffers, gaussian_kernel_1d, rgb_to_y,
                                     ssim_from_statistics_, ssim_statistics)
 from llcv.registry import METRICS
+from llcv.utils import bt601_y
 
 _INPUT_ORDERS = ("HWC", "CHW")
 _WINDOW = 11  # SSIM window size; also the smallest image side SSIM accepts after cropping
@@ -59,8 +60,7 @@ def _y_channel_bgr(img: np.ndarray) -> np.ndarray:
     """
     unit = img.astype(np.float32) / 255.0
     if unit.shape[2] == 3:
-        luma = np.dot(unit, np.array([24.966, 128.553, 65.481])) + 16.0
-        unit = (luma / 255.0).astype(np.float32)[..., None]
+        unit = bt601_y(unit)[..., None]
     return unit * np.float32(255.0)
 
 

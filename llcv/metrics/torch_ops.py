@@ -13,8 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-# ITU-R BT.601 luma for RGB in [0, 1]: Y = 16 + 65.481 R + 128.553 G + 24.966 B, in [16, 235].
-_BT601_RGB = (65.481, 128.553, 24.966)
+from llcv.utils import BT601_Y_RGB
 
 
 def gaussian_kernel_1d(size: int = 11, sigma: float = 1.5, *,
@@ -148,5 +147,5 @@ def rgb_to_y(x: Tensor) -> Tensor:
         raise ValueError(f"rgb_to_y expects RGB images of shape (N, 3, H, W), "
                          f"got {tuple(x.shape)}")
     r, g, b = x.unbind(dim=1)
-    luma = (b * _BT601_RGB[2]).add_(g, alpha=_BT601_RGB[1]).add_(r, alpha=_BT601_RGB[0])
+    luma = (b * BT601_Y_RGB[2]).add_(g, alpha=BT601_Y_RGB[1]).add_(r, alpha=BT601_Y_RGB[0])
     return luma.add_(16.0).div_(255.0).unsqueeze(1)  # summed in BasicSR's (BGR) order

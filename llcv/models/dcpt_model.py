@@ -36,6 +36,7 @@ from llcv.network import build_network, network_spec
 from llcv.optim.optimizers import build_optimizer
 from llcv.registry import MODELS
 from llcv.schema import BOOL, FLOAT, INT, Component, Key
+from llcv.utils import module_modes
 
 DCPT_KEYS = {
     "iters": Key(INT, low=0),  # pre-training iterations, counted in train.total_iter
@@ -198,11 +199,8 @@ class DCPTModel(ImageRestorationModel):
         a residual network's branch to zero with every unit before its tail dead, and then
         restoration cannot move it (seen on the all-in-one demo's UNet)."""
         lq = lq.to(self.device).contiguous(memory_format=state.memory_format)
-        was_training = state.model.training
-        state.model.eval()
-        with torch.no_grad():
+        with module_modes(state.model, False), torch.no_grad():
             out = state.model(lq)
-        state.model.train(was_training)
         if out.shape == lq.shape and torch.allclose(out.float(), lq.float(), atol=1e-4):
             logging.getLogger("llcv").warning(
                 "train.dcpt: after pre-training the network returns its input unchanged (within "

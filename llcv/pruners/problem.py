@@ -21,6 +21,7 @@ from llcv.memory import MemoryEstimate
 from llcv.pruners.graph import ChannelGraph, layer_groups
 from llcv.pruners.importance import normalized
 from llcv.pruners.targets import Evaluator, Target, format_figure
+from llcv.utils import MB
 
 Widths = dict  # group id -> kept channels
 
@@ -100,7 +101,7 @@ class Problem:
         """The figure the pruned network must not exceed."""
         t = self.target
         if t.kind == "peak_memory_mb":
-            return t.value * 1024.0 ** 2
+            return t.value * MB
         if t.kind == "channel_ratio":
             prunable = sum(self.full[g] for g in self.reducible())
             return self.base_figure - t.value * prunable
@@ -154,7 +155,7 @@ class Problem:
         how = f"round_to {c.round_to}, min_width {max(c.min_width, c.round_to)}"
         if t.kind == "peak_memory_mb":
             raise LLCVError(f"target.peak_memory_mb: {t.describe(shape)} is below the "
-                            f"{floor / 1024.0 ** 2:.2f} MiB this network reaches with every "
+                            f"{floor / MB:.2f} MiB this network reaches with every "
                             f"prunable width at its minimum ({how})")
         reach = 1 - floor / self.base_figure if t.kind != "channel_ratio" else \
             (self.base_figure - floor) / sum(self.full[g] for g in self.reducible())

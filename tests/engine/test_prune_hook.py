@@ -96,13 +96,12 @@ def test_stop_and_resume_around_a_prune_point_is_bit_identical(tmp_path, stop_at
         assert torch.equal(a, b)
 
 
-def test_unreachable_target_is_refused_before_training(tmp_path):
-    runner = Runner(prune_options(tmp_path, target={"peak_memory_mb": 0.001,
-                                                    "input_shape": SHAPE}))
+def test_unreachable_target_is_refused_before_the_run_folder_is_made(tmp_path):
+    opt = prune_options(tmp_path, target={"peak_memory_mb": 0.001, "input_shape": SHAPE})
     with pytest.raises(LLCVError, match=r"target.peak_memory_mb: .* is below the .* MiB this "
                                         r"network reaches"):
-        runner.train()
-    assert not os.listdir(os.path.join(runner.exp_dir, "training_states"))
+        Runner(opt)
+    assert not os.path.exists(os.path.join(opt["path"]["experiments_root"], opt["name"]))
 
 
 def test_bad_prune_sections_name_the_key(tmp_path):

@@ -11,6 +11,7 @@ import torch
 from conftest import StopAt, load_tool, tiny_options
 from llcv.engine.hooks import Hook
 from llcv.engine.runner import Runner, RunInterrupted
+from llcv.memory import resident_bytes
 from llcv.network import slice_tensor
 from llcv.options import validate_options
 
@@ -52,6 +53,7 @@ class SwapAt(Hook):
                              for n, p in state.model.named_parameters()}
         self.seen["ema"] = ema_state(runner)
         self.seen["initial_lr"] = state.optimizer.param_groups[0]["initial_lr"]
+        self.seen["ema_bytes"] = runner.hook("MemoryHook").estimates.extra_train_bytes
         runner.replace_model(PLAN)
         self.seen["after"] = snapshot(runner)
 
@@ -76,15 +78,16 @@ def snapshot(runner):
 
 
 class Record(Hook):
-    """Keeps the LR and loss of every iteration."""
+    """Keeps the LR, loss and memory estimates of every iteration."""
 
     priority = 90
 
     def __init__(self):
-        self.lr, self.loss = {}, {}
+        self.lr, self.loss, self.est = {}, {}, {}
 
     def after_train_iter(self, runner, it, batch, record):
         self.lr[it], self.loss[it] = record["train/lr"], record["train/l_pix"]
+        self.est[it] = (record["mem/est_train_peak_mb"], record["mem/est_infer_peak_mb"])
 
 
 
@@ -138,8 +141,14 @@ def test_swap_carries_optimizer_ema_and_schedule(tmp_path):
     assert all(not torch.equal(after["weights"][n], p) for n, p in model.named_parameters())
     assert fixed_batch_loss(runner) < after["loss"]
 
+    # the estimates follow the smaller network from the next iteration, the EMA's bytes too
+    assert record.est[SWAP_AT - 1] == record.est[SWAP_AT]  # estimated before the swap
+    assert all(a < b for a, b in zip(record.est[SWAP_AT + 1], record.est[SWAP_AT]))
+    ema_bytes = runner.hook("MemoryHook").estimates.extra_train_bytes
+    assert ema_bytes == resident_bytes(runner.hook("EMAHook").ema.module) < seen["ema_bytes"]
 
-def test_stop_after_swap_resumes_bit_identical(tmp_path):
+
+def test_stop_after_swap_resumes_bit_identical(tmp_path, capsys):
     straight = runner_with(options(tmp_path, "straight"), SwapAt(SWAP_AT))
     straight.train()
 
@@ -167,6 +176,9 @@ def test_stop_after_swap_resumes_bit_identical(tmp_path):
     import cv2
     import numpy as np
     cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (21, 27, 3), np.uint8))
+    capsys.readouterr()
     written = load_tool("infer").main(["--checkpoint", weights, "--input", str(photo),
                                        "--output", str(tmp_path / "out"), "--no-progress"])
     assert cv2.imread(written[0]).shape == (21, 27, 3)
+    printed = capsys.readouterr().out
+    assert "network_g (pruned): " in printed and f"{figures['params']:,} parameters;" in printed

@@ -54,6 +54,9 @@ def test_jsonl_and_text_log(finished_run):
     memory = ("mem/rss_mb", "mem/rss_peak_mb", "mem/alloc_peak_mb", "mem/est_train_peak_mb",
               "mem/est_infer_peak_mb")
     assert all(all(k in r for k in memory) and "train/lr" in r for r in train)
+    between = [r for r in lines if "train/l_pix" not in r and "val/psnr" not in r]
+    assert [r["iter"] for r in between] == [1, 3, 5]  # memory only, every other iteration
+    assert all(set(r) - {"iter"} <= set(memory) and "mem/rss_mb" in r for r in between)
     assert [r["iter"] for r in val] == [3, 6]
     assert "val/lq_psnr" in val[0] and "val/best_psnr" in val[1]
     assert val[1]["val/best_psnr"] == max(v["val/psnr"] for v in val)

@@ -34,6 +34,8 @@ def finite_losses(runner):
                                    {"compile": {"backend": "aot_eager"}}],
                          ids=["bf16", "channels_last", "compile"])
 def test_speed_path_trains(tmp_path, train):
+    from torch._dynamo.utils import counters
+    counters.clear()
     runner = run(tmp_path, "speed", **train)
     assert finite_losses(runner)
     first = next(runner.model.parameters())
@@ -41,6 +43,7 @@ def test_speed_path_trains(tmp_path, train):
         assert runner.model.encoders[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     if "compile" in train:
         assert runner.state.train_model is not runner.model  # the compiled wrapper
+        assert counters["frames"]["ok"] > 0  # and the network really was compiled
     assert first.dtype == torch.float32  # master weights stay fp32 under autocast
 
 

@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ import urllib.request
 import pytest
 
 from conftest import tiny_options
+from llcv.engine.dist import free_port
 from llcv.engine.runner import Runner
 from llcv.options import validate_options
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(base: str, route: str, **query):

@@ -243,8 +243,8 @@ def test_errors_name_the_key_or_argument(tool, demo_run, tmp_path):
     test_file.write_text("name: t\nnetwork_g: {type: UNet}\ndatasets:\n  train: {type: X}\n")
     with pytest.raises(OptionError, match="datasets.train: a test file's dataset phases"):
         tool.main(["-opt", str(test_file)])
-    test_file.write_text(f"name: t\nnetwork_g: {{type: UNet}}\ndatasets:\n  test_1:\n"
-                         f"    type: PairedImageDataset\n    dataroot_gt: a\n    dataroot_lq: b\n")
+    test_file.write_text("name: t\nnetwork_g: {type: UNet}\ndatasets:\n  test_1:\n"
+                         "    type: PairedImageDataset\n    dataroot_gt: a\n    dataroot_lq: b\n")
     with pytest.raises(OptionError, match="val.metrics: missing"):
         tool.main(["-opt", str(test_file)])
     test_file.write_text(test_file.read_text() + "val:\n  metrics:\n"
