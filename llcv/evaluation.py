@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from llcv.analysis.profile import count_parameters, profile_model, si
 from llcv.data.loader import build_dataset, build_val_loader
-from llcv.engine.validation import MetricSpec, apply_protocol, save_image_png
+from llcv.engine.validation import MetricSpec, apply_protocol, save_image_png, upsample_reference
 from llcv.errors import LLCVError
 from llcv.inference import (axis_windows, choose_tile, plan_overlap, tile_peak_bytes,
                             tiled_inference)
@@ -65,9 +65,23 @@ class EvalSettings:
 
 
 # ---------------------------------------------------------------------- sets
-def folder_sets(pairs: Sequence[Sequence[str]], first: int = 1) -> dict[str, dict]:
-    """``datasets.test_<i>`` blocks for ``(GT, LQ[, name])`` folders or ``.lmdb`` pairs; the
-    name defaults to the GT folder's parent (``datasets/Set5/HR`` -> ``Set5``)."""
+def network_scale(network_g: Mapping[str, Any]) -> int:
+    """How many times larger than its input the network's output is (1 for restoration, the
+    upscaling factor for super-resolution), from one forward on the meta device."""
+    from llcv.models.deep_features import image_channels
+    from llcv.network import network_spec
+
+    size = 64
+    x = torch.empty(1, image_channels(network_g), size, size, device="meta")
+    with torch.no_grad():
+        return max(build_network(network_spec(network_g), "meta")(x).shape[-1] // size, 1)
+
+
+def folder_sets(pairs: Sequence[Sequence[str]], first: int = 1, scale: int = 1
+                ) -> dict[str, dict]:
+    """``datasets.test_<i>`` blocks for ``(GT, LQ[, name])`` folders or ``.lmdb`` pairs (the GT
+    ``scale`` times the LQ's size); the name defaults to the GT folder's parent
+    (``datasets/Set5/HR`` -> ``Set5``)."""
     sets = {}
     for i, pair in enumerate(pairs, first):
         gt, lq = pair[0], pair[1]
@@ -76,6 +90,8 @@ def folder_sets(pairs: Sequence[Sequence[str]], first: int = 1) -> dict[str, dic
         lmdb = str(gt).rstrip("/\\").endswith(".lmdb")
         sets[f"test_{i}"] = {"name": name, "type": "PairedImageDataset", "dataroot_gt": gt,
                              "dataroot_lq": lq, "io_backend": {"type": "lmdb" if lmdb else "disk"}}
+        if scale > 1:
+            sets[f"test_{i}"]["scale"] = scale
     return sets
 
 
@@ -137,10 +153,12 @@ def evaluate_set(model: nn.Module, test_set: EvalSet, metrics: Sequence[MetricSp
         for batch in bar:
             lq, gt = batch["lq"].to(device), batch["gt"].to(device)
             out = apply_protocol(model(lq), protocol)
-            gt_p, lq_p = apply_protocol(gt, protocol), apply_protocol(lq, protocol)
+            gt_p = apply_protocol(gt, protocol)
+            # super-resolution: the reference is the bicubic-upsampled LQ, as in validation
+            lq_p = apply_protocol(lq if lq.shape[-2:] == gt.shape[-2:] else
+                                  upsample_reference(lq, gt), protocol)
             values = {m.name: m(out, gt_p, protocol) for m in metrics}
-            refs = {m.name: m(lq_p, gt_p, protocol) for m in metrics} \
-                if lq.shape == gt.shape else {}  # super-resolution: no LQ-vs-GT reference
+            refs = {m.name: m(lq_p, gt_p, protocol) for m in metrics}
             rows += _batch_rows(batch, values, refs)
             if lq.shape[-1] * lq.shape[-2] > largest[2] * largest[3]:
                 largest = [1, *lq.shape[1:]]

@@ -168,8 +168,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
                                        opt["network_g"] if opt else None, device, weights.strict)
     print(report)
     if opt is None:
+        sets = ev.folder_sets(args.dataset, scale=ev.network_scale(spec["network_g"]))
         opt = checkpoint_options(args.name or ev.run_name(weights.path), spec["network_g"],
-                                 ev.folder_sets(args.dataset), args.metrics, args.crop_border,
+                                 sets, args.metrics, args.crop_border,
                                  args.test_y_channel, args.protocol)
     name = args.name or opt["name"]
     settings = ev.EvalSettings(

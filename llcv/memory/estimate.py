@@ -433,6 +433,18 @@ def _execute(spec: _Spec) -> tuple[_Run, set[int]]:
         return run, _step(run, x, target, optimizer, spec.loss_fn, spec.amp_dtype)
 
 
+def output_shape(model: nn.Module, shape: Sequence[int], dtype: torch.dtype = torch.float32
+                 ) -> tuple:
+    """The shape of ``model``'s output for an input of ``shape``, from a data-less forward (on
+    the meta device, or on fake tensors: no memory used, no weight touched)."""
+    device = module_device(model)
+    with torch.no_grad(), module_modes(model, False):
+        if device.type == "meta":
+            return tuple(model(torch.empty(tuple(shape), dtype=dtype, device=device)).shape)
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            return tuple(model(torch.empty(tuple(shape), dtype=dtype, device=device)).shape)
+
+
 def estimate_peak_memory(model: nn.Module, input_shape: Sequence[int], mode: str = "inference",
                          optimizer: Union[str, Mapping[str, Any]] = "AdamW",
                          dtype: torch.dtype = torch.float32,
@@ -449,7 +461,8 @@ def estimate_peak_memory(model: nn.Module, input_shape: Sequence[int], mode: str
     ``mode``: ``inference`` (eval mode, no grad) or ``train`` (one steady-state step with
     ``optimizer``: a name — SGD, Adam, AdamW — or an ``optim_g``-style dict, plus
     ``optimizer_kwargs``; the loss ``l1``, ``mse`` or a callable against a target of
-    ``target_shape``, default the input's shape). ``dtype`` is that of weights and inputs;
+    ``target_shape``, default the output's shape: an SR network's is its input's times the
+    scale). ``dtype`` is that of weights and inputs;
     ``amp`` runs forward and loss under autocast (True: the device's default, or 'bf16'/'fp16').
     ``device`` defaults to the model's (CPU for a model on the meta device).
     ``kernel_workspace=False`` leaves out kernel-internal buffers (and library workspaces).
@@ -465,6 +478,8 @@ def estimate_peak_memory(model: nn.Module, input_shape: Sequence[int], mode: str
     shape = _check_args(input_shape, mode)
     device = _target_device(model, device)
     train = mode == "train"
+    if train and not target_shape:
+        target_shape = output_shape(model, shape, dtype)
     spec = _Spec(model, shape, device, dtype, train, kernel_workspace, _amp_dtype(amp, device),
                  _loss_fn(loss) if train else None,
                  _optimizer_factory(optimizer, device, optimizer_kwargs) if train else None,

@@ -24,7 +24,6 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-import torch
 from torch import nn
 
 from llcv.analysis.profile import count_parameters, profile_model
@@ -32,7 +31,7 @@ from llcv.errors import ArgumentError
 from llcv.memory import MEMORY_KINDS, MemoryEstimate, estimate_peak_memory
 from llcv.network import apply_plan
 from llcv.pruners.graph import ChannelGraph
-from llcv.utils import MB, check_int_list, check_number, module_device, module_modes
+from llcv.utils import MB, check_int_list, check_number
 
 KINDS = ("channel_ratio", "params_ratio", "macs_ratio", "peak_memory_mb")
 OPTIONS = ("input_shape", "mode", "optimizer", "amp", "device", "kind")
@@ -135,18 +134,9 @@ class Evaluator:
 
 def estimate_model(model: nn.Module, shape: tuple, mode: str, target: Target,
                    device: Any) -> MemoryEstimate:
-    """``estimate_peak_memory`` with the target's optimizer, precision and device; a training
-    step's loss target has the output's shape (an SR network's is larger than its input)."""
-    target_shape = output_shape(model, shape) if mode == "train" else None
+    """``estimate_peak_memory`` with the target's optimizer, precision and device."""
     return estimate_peak_memory(model, shape, mode, optimizer=target.optimizer, amp=target.amp,
-                                device=device, target_shape=target_shape)
-
-
-def output_shape(model: nn.Module, shape: tuple) -> tuple:
-    """The shape of ``model``'s output for an input of ``shape`` (run on the meta device)."""
-    meta = model if module_device(model).type == "meta" else copy.deepcopy(model).to("meta")
-    with torch.no_grad(), module_modes(meta, False):
-        return tuple(meta(torch.empty(shape, device="meta")).shape)
+                                device=device)
 
 
 def format_figure(kind: str, value: float) -> str:
