@@ -84,6 +84,8 @@ def test_sigterm_on_one_rank_stops_both_with_state_saved(tmp_path):
 
 
 SWAP_SCRIPT = """
+import gc
+
 from llcv.engine.dist import close_dist, param_checksum
 from llcv.engine.hooks import Hook
 from llcv.engine.runner import Runner
@@ -102,6 +104,9 @@ runner = Runner(load_options(sys.argv[1]), launcher="pytorch")
 runner.hooks = sorted(runner.hooks + [SwapAt()], key=lambda h: h.priority)
 runner.train()
 print("checksum", repr(param_checksum(runner.model)), flush=True)
+# release the runner (its DDP wrappers' gloo threads) before the process group
+del runner
+gc.collect()
 close_dist()
 """
 

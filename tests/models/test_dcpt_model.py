@@ -217,6 +217,8 @@ def test_every_registered_arch_has_default_feature_layers():
 
 
 DDP_SCRIPT = """
+import gc
+
 from llcv.engine.dist import close_dist, param_checksum
 from llcv.engine.runner import Runner
 from llcv.options import load_options
@@ -227,6 +229,9 @@ before = param_checksum(head)
 runner.train()
 print("checksum", repr((param_checksum(runner.model), param_checksum(head))))
 print("head learnt", param_checksum(head) != before, flush=True)
+# release the runner (its DDP wrappers' gloo threads) before the process group
+del runner, head
+gc.collect()
 close_dist()
 """
 

@@ -172,6 +172,8 @@ def step_and_state_from(opt):
 
 
 DDP_SCRIPT = """
+import gc
+
 from llcv.engine.dist import close_dist, param_checksum
 from llcv.engine.runner import Runner
 from llcv.options import load_options
@@ -183,6 +185,9 @@ runner.train()
 moments = [s["exp_avg"].double().sum().item() for s in d.optimizer.state.values()]
 print("checksum", repr((param_checksum(runner.model), param_checksum(d.net), moments)))
 print("d learnt", param_checksum(d.net) != before, flush=True)
+# release the runner (its DDP wrappers' gloo threads) before the process group
+del runner, d
+gc.collect()
 close_dist()
 """
 
