@@ -4,7 +4,9 @@ A sweep takes a base option file and budgets (MiB, for a mode — inference or a
 at an input shape). For the ``width`` method each point is the base network with every width
 scaled by the largest multiplier whose estimated peak fits the budget
 (:func:`llcv.pruners.width.largest_multiplier`, widths rounded to ``round_to``), trained from
-scratch.
+scratch. For the pruner methods (``uniform``, ``magnitude``, ``memory_aware``) each point is the
+base network trained with a ``prune:`` section whose target is the budget (see
+:func:`prune_section`), pruned during training.
 Each point is an option file ``<sweep>/options/<point>.yml`` and two commands — ``tools/train.py``
 then ``tools/test.py`` — run here one after the other, or on a cluster as one SLURM array task
 each. A point whose results exist is not rerun; an interrupted training resumes.
@@ -23,14 +25,19 @@ from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
+from llcv.engine.prune_hook import pruner_options
 from llcv.errors import LLCVError, OptionError
+from llcv.network import build_network, network_spec
 from llcv.options import read_yaml, validate_options
 from llcv.pruners.width import largest_multiplier
+from llcv.registry import PRUNERS, build
 from llcv.serialization import save_yaml
 from llcv.utils import MB
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ("width",)
+PRUNER_METHODS = {"uniform": "UniformPruner", "magnitude": "MagnitudePruner",
+                  "memory_aware": "MemoryAwarePruner"}
+METHODS = ("width", *PRUNER_METHODS)
 
 
 @dataclass
@@ -42,14 +49,35 @@ class Point:
     name: str
     multiplier: float
     network_g: dict
-    est_peak_mb: float
+    est_peak_mb: float  # the width's estimate; a pruner point's target
     option_file: str
     exp_dir: str
     result_dir: str
+    prune: dict | None = None  # the prune section of a pruner point
 
     @property
     def label(self) -> str:
+        if self.prune is not None:
+            return f"{self.budget_mb:g}MiB"
         return f"{self.budget_mb:g}MiB x{self.multiplier:.2f}"
+
+
+def default_schedule(total_iter: int) -> list[int]:
+    """Prune points at 1/4, 3/8 and 1/2 of the run (fine-tuning takes the second half)."""
+    return sorted({max(total_iter * eighths // 8, 1) for eighths in (2, 3, 4)})
+
+
+def prune_section(template: Mapping[str, Any] | None, pruner: str, target: Mapping[str, Any],
+                  schedule: Sequence[int]) -> dict:
+    """A ``prune:`` section for ``pruner`` toward ``target`` at ``schedule``: the ``template``'s
+    other settings (split, importance, round_to, ...) where given; only ``MemoryAwarePruner``
+    keeps its skip compactors and importance, the others rank by L1 as published."""
+    section = copy.deepcopy(dict(template or {}))
+    section.update(type=pruner, schedule=list(schedule), target=copy.deepcopy(dict(target)))
+    if pruner != "MemoryAwarePruner":
+        section.pop("compactors", None)
+        section["importance"] = "l1"
+    return section
 
 
 # ---------------------------------------------------------------------- plan
@@ -60,31 +88,57 @@ def plan_points(base: Mapping[str, Any], budgets: Sequence[float], methods: Sequ
     """The points of a sweep over ``budgets`` for each of ``methods`` (validated options)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise OptionError(f"--methods: '{unknown[0]}' is not available yet; the sweep runs "
-                          f"{', '.join(METHODS)} (pruner rows wait for the options' prune "
-                          f"section, which prunes during training)")
+        raise OptionError(f"--methods: '{unknown[0]}' is not one of {', '.join(METHODS)}")
     points = []
     bar = tqdm(total=len(methods) * len(budgets), desc="planning", unit="point",
                disable=not progress, leave=False, dynamic_ncols=True)
     for method in methods:
         for budget in budgets:
-            choice = largest_multiplier(base["network_g"], budget, input_shape, mode, round_to,
-                                        high=max_multiplier, device=device,
-                                        optimizer=base["train"]["optim_g"])
             name = f"{base['name']}_{method}_{budget:g}mb"
-            points.append(Point(method, budget, name, choice.factor, choice.network_g,
-                                choice.peak_bytes / MB,
-                                os.path.join(sweep_dir, "options", f"{name}.yml"),
-                                os.path.join(base["path"]["experiments_root"], name),
-                                os.path.join(sweep_dir, "results", name)))
+            files = (os.path.join(sweep_dir, "options", f"{name}.yml"),
+                     os.path.join(base["path"]["experiments_root"], name),
+                     os.path.join(sweep_dir, "results", name))
+            if method == "width":
+                choice = largest_multiplier(base["network_g"], budget, input_shape, mode,
+                                            round_to, high=max_multiplier, device=device,
+                                            optimizer=base["train"]["optim_g"])
+                points.append(Point(method, budget, name, choice.factor, choice.network_g,
+                                    choice.peak_bytes / MB, *files))
+            else:
+                section = _feasible_prune_section(base, method, budget, input_shape, mode,
+                                                  device, round_to)
+                points.append(Point(method, budget, name, 1.0, dict(base["network_g"]), budget,
+                                    *files, prune=section))
             bar.update(1)
     bar.close()
     return points
 
 
+def _feasible_prune_section(base: Mapping[str, Any], method: str, budget: float,
+                            input_shape: Sequence[int], mode: str, device: str,
+                            round_to: int) -> dict:
+    """The pruner point's prune section (the base's own settings and schedule where it has
+    one, else ``round_to``), refused here when the dense network cannot reach the budget."""
+    template = base.get("prune") or {}
+    schedule = template.get("schedule") or default_schedule(base["train"]["total_iter"])
+    target = {"peak_memory_mb": budget, "input_shape": list(input_shape), "mode": mode,
+              "device": device}
+    section = prune_section(template, PRUNER_METHODS[method], target, schedule)
+    section.setdefault("round_to", round_to)
+    spec = network_spec(base["network_g"])
+    pruner = build(PRUNERS, pruner_options(section), f"--methods {method}")
+    pruner.check(build_network(spec, "cpu"), spec)
+    return section
+
+
 def point_options(raw: Mapping[str, Any], point: Point) -> dict:
-    """The base option file's content (after overrides) renamed and with the point's network."""
-    return {**copy.deepcopy(dict(raw)), "name": point.name, "network_g": point.network_g}
+    """The base option file's content (after overrides) renamed, with the point's network and,
+    for a pruner point, its prune section (a width point trains without pruning)."""
+    opt = {**copy.deepcopy(dict(raw)), "name": point.name, "network_g": point.network_g}
+    opt.pop("prune", None)
+    if point.prune is not None:
+        opt["prune"] = copy.deepcopy(point.prune)
+    return opt
 
 
 def commands(point: Point, sweep_dir: str, python: str = sys.executable,
@@ -112,7 +166,8 @@ def format_plan(points: Sequence[Point], total_iter: int) -> str:
     rows = [("method", "budget MiB", "multiplier", "network", "est. peak MiB", "status", "name")]
     for p in points:
         widths = {k: v for k, v in p.network_g.items() if k != "type"}
-        rows.append((p.method, f"{p.budget_mb:g}", f"{p.multiplier:.3f}",
+        rows.append((p.method, f"{p.budget_mb:g}",
+                     "-" if p.prune is not None else f"{p.multiplier:.3f}",
                      f"{p.network_g['type']} {json.dumps(widths)}", f"{p.est_peak_mb:.2f}",
                      status(p, total_iter), p.name))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -128,10 +183,13 @@ def write_plan(points: Sequence[Point], raw: Mapping[str, Any], sweep_dir: str,
     for p in points:
         opt = point_options(raw, p)
         validate_options(opt)
-        if os.path.isfile(p.option_file) and read_yaml(p.option_file)["network_g"] != p.network_g:
-            raise LLCVError(f"{p.option_file}: this point was planned with network_g "
-                            f"{read_yaml(p.option_file)['network_g']}, now {p.network_g}; use "
-                            f"another --name or remove {sweep_dir} and {p.exp_dir}")
+        if os.path.isfile(p.option_file):
+            planned = read_yaml(p.option_file)
+            was = (planned["network_g"], planned.get("prune"))
+            if was != (p.network_g, p.prune):
+                raise LLCVError(f"{p.option_file}: this point was planned with network_g "
+                                f"{was[0]} and prune {was[1]}, now {p.network_g} and {p.prune}; "
+                                f"use another --name or remove {sweep_dir} and {p.exp_dir}")
         save_yaml(opt, p.option_file)
     path = os.path.join(sweep_dir, "plan.json")
     with open(path, "w", encoding="utf-8") as f:

@@ -82,19 +82,13 @@ def base_options(args: argparse.Namespace, root: str) -> dict:
 def prune_section(pruner: str, args: argparse.Namespace, budget_mb: float) -> dict:
     """The demo's prune section with ``pruner``, its schedule scaled to ``args.iters``."""
     from llcv.options import read_yaml
+    from llcv.sweep import default_schedule, prune_section as section_for
 
-    section = copy.deepcopy(read_yaml(DEMO)["prune"])
-    n = args.iters
-    section.update(type=pruner, schedule=sorted({max(n // 4, 1), max(3 * n // 8, 2),
-                                                  max(n // 2, 3)}),
-                   target={"peak_memory_mb": budget_mb, "input_shape": list(args.shape),
-                           "mode": "inference"})
+    template = read_yaml(DEMO)["prune"]
     if args.quick:
-        section["importance"]["iterations"] = 1
-    if pruner != "MemoryAwarePruner":
-        section.pop("compactors", None)
-        section["importance"] = "l1"
-    return section
+        template["importance"]["iterations"] = 1
+    target = {"peak_memory_mb": budget_mb, "input_shape": list(args.shape), "mode": "inference"}
+    return section_for(template, pruner, target, default_schedule(args.iters))
 
 
 def gal_options(base: dict, args: argparse.Namespace, budget_mb: float) -> dict:

@@ -6,6 +6,8 @@
         --input-shape 1 3 256 256                                  # run here, one after another
     python tools/sweep.py -opt options/train_nafnet_sidd.yml --budgets-mb 2048 4096 8192 \\
         --input-shape 1 3 1024 1024 --slurm --gpus 8 --sbatch-arg=--partition=gpu
+    python tools/sweep.py -opt options/train_unet_demo.yml --budgets-mb 20 40 80 \\
+        --input-shape 1 3 256 256 --methods width uniform magnitude memory_aware --dry-run
     python tools/pareto.py experiments/sweep_train_unet_demo/results
 
 Method ``width``: the base network with every width scaled by the largest multiplier whose
@@ -16,6 +18,12 @@ under ``<experiments_root>/sweep_<name>/options/``, trains into ``<experiments_r
 (tools/test.py, on the option file's validation sets). Rerunning resumes: points with results are
 skipped, an interrupted training continues. --slurm writes a ``sbatch --array`` job instead (one
 task per point: a torchrun of tools/train.py, then tools/test.py).
+
+Methods ``uniform``, ``magnitude``, ``memory_aware``: the base network trained with a ``prune:``
+section (UniformPruner, MagnitudePruner, MemoryAwarePruner) whose target is the budget: the
+option file's own prune settings and schedule where it has them, else prune points at 1/4, 3/8
+and 1/2 of train.total_iter with L1 importance; a budget the network cannot reach is refused
+while planning.
 """
 from __future__ import annotations
 
@@ -41,7 +49,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         metavar=("N", "C", "H", "W"), help="shape the budgets hold at")
     parser.add_argument("--mode", choices=["inference", "train"], default="inference",
                         help="what must fit the budget (train: a step with train.optim_g)")
-    parser.add_argument("--methods", nargs="+", default=["width"], help="default: width")
+    parser.add_argument("--methods", nargs="+", default=["width"],
+                        help="width, uniform, magnitude, memory_aware (default: width)")
     parser.add_argument("--name", default=None, help="sweep name (default: the option file's)")
     parser.add_argument("--device", default=None,
                         help="device the budgets are for, e.g. cuda to plan GPU budgets on a CPU "

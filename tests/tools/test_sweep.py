@@ -125,3 +125,40 @@ def test_a_replanned_point_with_another_network_is_refused(tool, tmp_path):
     assert os.path.isfile(first.option_file)
     with pytest.raises(LLCVError, match="this point was planned with network_g .*another --name"):
         tool.main([*args, "--round-to", "16"])
+
+
+def test_pruner_methods_plan_prune_sections_and_refuse_unreachable_budgets(tool, tmp_path):
+    demo = os.path.join(ROOT, "options", "train_unet_demo.yml")
+    args = ["-opt", demo, "--input-shape", "1", "3", "128", "128", "--no-progress",
+            "--set", f"path.experiments_root={tmp_path}", "--dry-run"]
+    points = tool.main([*args, "--budgets-mb", "4", "--methods", "width", "uniform",
+                        "memory_aware"])["points"]
+    width, uniform, aware = points
+    assert width.prune is None and uniform.network_g == aware.network_g != width.network_g
+    target = {"peak_memory_mb": 4.0, "input_shape": [1, 3, 128, 128], "mode": "inference",
+              "device": "cpu"}
+    assert uniform.prune["type"] == "UniformPruner" and aware.prune["type"] == "MemoryAwarePruner"
+    assert uniform.prune["target"] == target == aware.prune["target"]
+    assert uniform.prune["schedule"] == [1000, 1500, 2000]  # 1/4, 3/8, 1/2 of 4000 iterations
+    assert uniform.prune["importance"] == "l1" and uniform.prune["round_to"] == 8
+    with pytest.raises(LLCVError, match=r"target.peak_memory_mb: peak 0.10 MiB .* below the"):
+        tool.main([*args, "--budgets-mb", "0.1", "--methods", "magnitude"])
+    with pytest.raises(LLCVError, match=r"--methods: 'l1' is not one of width, uniform"):
+        tool.main([*args, "--budgets-mb", "4", "--methods", "l1"])
+
+
+def test_tiny_pruner_point_trains_prunes_and_is_tested(tool, tmp_path):
+    base = tiny_base(tmp_path)
+    budget = 0.9 * peak_mb(NET, SHAPE)
+    result = tool.main(["-opt", base, "--input-shape", *map(str, SHAPE), "--round-to", "2",
+                        "--no-progress", "--test-args", "--runs 1 --warmup 0",
+                        "--budgets-mb", f"{budget:.3f}", "--methods", "magnitude"])
+    point = result["points"][0]
+    assert result["ran"] == [point.name] and point.prune["schedule"] == [1]
+    metrics = json.load(open(os.path.join(point.result_dir, "metrics.json")))
+    assert metrics["method"] == "magnitude" and metrics["pruned"]
+    from llcv.network import load_network
+    model, spec, _ = load_network(os.path.join(point.exp_dir, "models", "net_g_latest.pth"))
+    assert spec["plan"] is not None
+    est = estimate_peak_memory(model, SHAPE, "inference", device="cpu").total / 2 ** 20
+    assert est <= budget
