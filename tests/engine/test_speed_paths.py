@@ -33,10 +33,18 @@ def finite_losses(runner):
 @pytest.mark.parametrize("train", [{"amp": "bf16"}, {"channels_last": True},
                                    {"compile": {"backend": "aot_eager"}}],
                          ids=["bf16", "channels_last", "compile"])
-def test_speed_path_trains(tmp_path, train):
+def test_speed_path_trains_the_demo(tmp_path, train):
     from torch._dynamo.utils import counters
+
+    from conftest import ROOT
+    from llcv.options import load_options
+    from test_option_files import demo_overrides
+
+    demo = os.path.join(ROOT, "options", "train_unet_demo.yml")
+    sets = [f"train.{key}={value}" for key, value in train.items()]
     counters.clear()
-    runner = run(tmp_path, "speed", **train)
+    runner = Runner(load_options(demo, demo_overrides(tmp_path, demo) + ["device=cpu", *sets]))
+    runner.train()
     assert finite_losses(runner)
     first = next(runner.model.parameters())
     if train.get("channels_last"):
