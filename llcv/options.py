@@ -114,6 +114,9 @@ NOT_NEEDED = {
     "path.visualization": "saved images go to experiments/<name>/visualization/",
     "path.root": "runs go to path.experiments_root/<name>",
 }
+# BasicSR metrics llcv does not compute: dropped from ``val.metrics`` with a note.
+NOT_COMPUTED_METRICS = {"calculate_niqe": "NIQE (a no-reference metric) is not computed by llcv; "
+                                          "the other val.metrics are"}
 # Restormer's ``train.use_grad_clip: true`` clips the gradient norm to this value.
 RESTORMER_GRAD_CLIP = 0.01
 # Sections with their own checks: ``datasets`` (phase -> loader keys + dataset), ``train``
@@ -213,6 +216,11 @@ def translate_foreign_keys(opt: dict) -> list[str]:
         if val.pop("grids", False):
             raise OptionError("val.grids: llcv validates whole images; for images too large for "
                               "memory use tools/infer.py --memory-budget-mb (tiled inference)")
+        metrics = val.get("metrics")
+        for name, cfg in list(metrics.items()) if isinstance(metrics, dict) else ():
+            if isinstance(cfg, dict) and cfg.get("type") in NOT_COMPUTED_METRICS:
+                del metrics[name]
+                notes.append(f"val.metrics.{name} is not used: {NOT_COMPUTED_METRICS[cfg['type']]}")
         use_image = val.pop("use_image", None)
         if use_image is not None and "protocol" not in val:
             val["protocol"] = "uint8" if use_image else "float"  # NAFNet: metrics on tensors
