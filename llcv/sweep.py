@@ -14,6 +14,7 @@ each. A point whose results exist is not rerun; an interrupted training resumes.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import shlex
@@ -25,12 +26,13 @@ from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
-from llcv.engine.prune_hook import pruner_options
+from llcv.engine.prune_hook import SCHEDULE_KEYS, pruner_options
 from llcv.errors import LLCVError, OptionError
 from llcv.network import build_network, network_spec
 from llcv.options import read_yaml, validate_options
+from llcv.pruners.targets import estimate_model, parse_target
 from llcv.pruners.width import largest_multiplier
-from llcv.registry import PRUNERS, build
+from llcv.registry import PRUNERS, build, lookup
 from llcv.serialization import save_yaml
 from llcv.utils import MB
 
@@ -49,7 +51,9 @@ class Point:
     name: str
     multiplier: float
     network_g: dict
-    est_peak_mb: float  # the width's estimate; a pruner point's target
+    # the width's estimate; a pruner point's target, or the dense network's estimate where
+    # that is lower (nothing is pruned then)
+    est_peak_mb: float
     option_file: str
     exp_dir: str
     result_dir: str
@@ -63,19 +67,23 @@ class Point:
 
 
 def default_schedule(total_iter: int) -> list[int]:
-    """Prune points at 1/4, 3/8 and 1/2 of the run (fine-tuning takes the second half)."""
-    return sorted({max(total_iter * eighths // 8, 1) for eighths in (2, 3, 4)})
+    """Prune points at 1/4, 3/8 and 1/2 of the run, at least iterations 1, 2 and 3 (fine-tuning
+    takes the second half; a run under 3 iterations keeps the points inside it)."""
+    n = total_iter
+    return sorted({p for p in (max(n // 4, 1), max(3 * n // 8, 2), max(n // 2, 3)) if p <= n})
 
 
 def prune_section(template: Mapping[str, Any] | None, pruner: str, target: Mapping[str, Any],
                   schedule: Sequence[int]) -> dict:
     """A ``prune:`` section for ``pruner`` toward ``target`` at ``schedule``: the ``template``'s
-    other settings (split, importance, round_to, ...) where given; only ``MemoryAwarePruner``
-    keeps its skip compactors and importance, the others rank by L1 as published."""
-    section = copy.deepcopy(dict(template or {}))
+    other settings (split, importance, round_to, ...) where ``pruner`` takes them (another
+    pruner's own keys, e.g. MemoryAwarePruner's ``compactors``, are dropped); only
+    ``MemoryAwarePruner`` keeps the template's importance, the others rank by L1 as published."""
+    accepted = inspect.signature(lookup(PRUNERS, pruner, "prune.type")).parameters
+    section = {k: copy.deepcopy(v) for k, v in dict(template or {}).items()
+               if k in accepted or k in ("type", *SCHEDULE_KEYS)}
     section.update(type=pruner, schedule=list(schedule), target=copy.deepcopy(dict(target)))
-    if pruner != "MemoryAwarePruner":
-        section.pop("compactors", None)
+    if pruner != "MemoryAwarePruner" and "importance" in accepted:
         section["importance"] = "l1"
     return section
 
@@ -89,7 +97,7 @@ def plan_points(base: Mapping[str, Any], budgets: Sequence[float], methods: Sequ
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise OptionError(f"--methods: '{unknown[0]}' is not one of {', '.join(METHODS)}")
-    points = []
+    points, dense_mb = [], None
     bar = tqdm(total=len(methods) * len(budgets), desc="planning", unit="point",
                disable=not progress, leave=False, dynamic_ncols=True)
     for method in methods:
@@ -107,8 +115,10 @@ def plan_points(base: Mapping[str, Any], budgets: Sequence[float], methods: Sequ
             else:
                 section = _feasible_prune_section(base, method, budget, input_shape, mode,
                                                   device, round_to)
-                points.append(Point(method, budget, name, 1.0, dict(base["network_g"]), budget,
-                                    *files, prune=section))
+                if dense_mb is None:
+                    dense_mb = _dense_peak_mb(base, section["target"])
+                points.append(Point(method, budget, name, 1.0, dict(base["network_g"]),
+                                    min(budget, dense_mb), *files, prune=section))
             bar.update(1)
     bar.close()
     return points
@@ -123,12 +133,23 @@ def _feasible_prune_section(base: Mapping[str, Any], method: str, budget: float,
     schedule = template.get("schedule") or default_schedule(base["train"]["total_iter"])
     target = {"peak_memory_mb": budget, "input_shape": list(input_shape), "mode": mode,
               "device": device}
+    if mode == "train":  # a step with the run's optimizer, as the width method estimates it
+        target["optimizer"] = copy.deepcopy(base["train"]["optim_g"])
     section = prune_section(template, PRUNER_METHODS[method], target, schedule)
     section.setdefault("round_to", round_to)
     spec = network_spec(base["network_g"])
     pruner = build(PRUNERS, pruner_options(section), f"--methods {method}")
-    pruner.check(build_network(spec, "cpu"), spec)
+    pruner.check(build_network(spec, "meta"), spec)  # widths and estimates: no weights
     return section
+
+
+def _dense_peak_mb(base: Mapping[str, Any], target: Mapping[str, Any]) -> float:
+    """The unpruned network's estimated peak (MiB) for a pruner point's target, as the prune
+    hook figures it: a budget above it leaves the network as it is."""
+    parsed = parse_target(target)
+    dense = build_network(network_spec(base["network_g"]), "meta")
+    return estimate_model(dense, parsed.input_shape, parsed.mode, parsed,
+                          parsed.device).peak(parsed.memory_kind) / MB
 
 
 def point_options(raw: Mapping[str, Any], point: Point) -> dict:

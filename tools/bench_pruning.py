@@ -100,9 +100,7 @@ def gal_options(base: dict, args: argparse.Namespace, budget_mb: float) -> dict:
     opt = dict(copy.deepcopy(base), name="bench_GALPruner", model_type=gal["model_type"],
                network_d=gal["network_d"])
     opt["train"].update({k: gal["train"][k] for k in GAL_TRAIN_KEYS})
-    section = prune_section("GALPruner", args, budget_mb)
-    section.pop("importance")
-    section.pop("compactors", None)
+    section = prune_section("GALPruner", args, budget_mb)  # the demo's keys GALPruner takes
     section.update({k: v for k, v in gal["prune"].items()
                     if k not in ("type", "schedule", "target")},
                    mask_iters=max(args.iters // 16, 1))

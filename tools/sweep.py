@@ -6,24 +6,30 @@
         --input-shape 1 3 256 256                                  # run here, one after another
     python tools/sweep.py -opt options/train_nafnet_sidd.yml --budgets-mb 2048 4096 8192 \\
         --input-shape 1 3 1024 1024 --slurm --gpus 8 --sbatch-arg=--partition=gpu
-    python tools/sweep.py -opt options/train_unet_demo.yml --budgets-mb 20 40 80 \\
-        --input-shape 1 3 256 256 --methods width uniform magnitude memory_aware --dry-run
+    python tools/sweep.py -opt options/train_unet_demo.yml --budgets-mb 14 18 26 \\
+        --input-shape 1 3 256 256 --round-to 4 --methods width uniform magnitude memory_aware \\
+        --dry-run                                                  # pruner series beside widths
     python tools/pareto.py experiments/sweep_train_unet_demo/results
 
 Method ``width``: the base network with every width scaled by the largest multiplier whose
 estimated ``--mode`` peak at --input-shape fits the budget (widths rounded to --round-to; the
-widths are those the architecture's pruning declaration names), trained from scratch. Each point gets an option file
-under ``<experiments_root>/sweep_<name>/options/``, trains into ``<experiments_root>/<point>``
+widths are those the architecture's pruning declaration names), trained from scratch without
+the option file's ``prune:`` section. Each point gets an option file under
+``<experiments_root>/sweep_<name>/options/``, trains into ``<experiments_root>/<point>``
 (tools/train.py --auto_resume) and is tested into ``sweep_<name>/results/<point>``
-(tools/test.py, on the option file's validation sets). Rerunning resumes: points with results are
-skipped, an interrupted training continues. --slurm writes a ``sbatch --array`` job instead (one
-task per point: a torchrun of tools/train.py, then tools/test.py).
+(tools/test.py --method <method>, on the option file's validation sets). Rerunning resumes:
+points with results are skipped, an interrupted training continues. --slurm writes a
+``sbatch --array`` job instead (one task per point: a torchrun of tools/train.py, then
+tools/test.py).
 
 Methods ``uniform``, ``magnitude``, ``memory_aware``: the base network trained with a ``prune:``
 section (UniformPruner, MagnitudePruner, MemoryAwarePruner) whose target is the budget: the
-option file's own prune settings and schedule where it has them, else prune points at 1/4, 3/8
-and 1/2 of train.total_iter with L1 importance; a budget the network cannot reach is refused
-while planning.
+option file's own prune settings and schedule where it has them (the keys that pruner takes;
+UniformPruner and MagnitudePruner rank by L1), else prune points at 1/4, 3/8 and 1/2 of
+train.total_iter with L1 importance. A --mode train target is a step with train.optim_g, as for
+``width``. A budget the dense network cannot reach is refused while planning, with the smallest
+figure it reaches; the plan shows '-' as the point's multiplier and the budget as its estimate
+(the dense network's, when that is lower: nothing is pruned then).
 """
 from __future__ import annotations
 
@@ -50,7 +56,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=["inference", "train"], default="inference",
                         help="what must fit the budget (train: a step with train.optim_g)")
     parser.add_argument("--methods", nargs="+", default=["width"],
-                        help="width, uniform, magnitude, memory_aware (default: width)")
+                        help="series to sweep, one point per budget each: width (thinner "
+                             "network from scratch), uniform, magnitude, memory_aware (the base "
+                             "network pruned during training by UniformPruner, MagnitudePruner, "
+                             "MemoryAwarePruner; default: width)")
     parser.add_argument("--name", default=None, help="sweep name (default: the option file's)")
     parser.add_argument("--device", default=None,
                         help="device the budgets are for, e.g. cuda to plan GPU budgets on a CPU "
@@ -79,6 +88,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise OptionError(f"--budgets-mb: need distinct positive budgets, got {args.budgets_mb}")
     if any(n <= 0 for n in args.input_shape):
         raise OptionError(f"--input-shape: sizes must be positive, got {args.input_shape}")
+    if len(set(args.methods)) != len(args.methods):
+        raise OptionError(f"--methods: need distinct methods, got {args.methods}")
     if args.round_to < 1 or args.max_multiplier <= 0 or args.gpus < 1:
         raise OptionError("--round-to/--max-multiplier/--gpus: must be positive")
 
@@ -103,6 +114,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
     total_iter, test_args = base["train"]["total_iter"], shlex.split(args.test_args)
     print(f"sweep {sweep_dir}: {args.mode} peak at {args.input_shape} on {device}")
     print(sweep.format_plan(points, total_iter))
+    for p in points:
+        if p.prune is not None and p.est_peak_mb < p.budget_mb:
+            print(f"note: {p.name}: the dense network's {p.est_peak_mb:.2f} MiB is within the "
+                  f"budget; nothing is pruned")
     result = {"sweep_dir": sweep_dir, "points": points}
     if args.dry_run:
         for p in points:

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ROOT, load_tool, tiny_options, write_yaml
 from llcv.errors import LLCVError
+from llcv.options import read_yaml
 from llcv.memory import estimate_peak_memory
 from llcv.registry import ARCHS, build
 from llcv.pruners.width import scale_widths
@@ -145,6 +146,8 @@ def test_pruner_methods_plan_prune_sections_and_refuse_unreachable_budgets(tool,
         tool.main([*args, "--budgets-mb", "0.1", "--methods", "magnitude"])
     with pytest.raises(LLCVError, match=r"--methods: 'l1' is not one of width, uniform"):
         tool.main([*args, "--budgets-mb", "4", "--methods", "l1"])
+    with pytest.raises(LLCVError, match=r"--methods: need distinct methods"):
+        tool.main([*args, "--budgets-mb", "4", "--methods", "uniform", "uniform"])
 
 
 def test_tiny_pruner_point_trains_prunes_and_is_tested(tool, tmp_path):
@@ -154,7 +157,8 @@ def test_tiny_pruner_point_trains_prunes_and_is_tested(tool, tmp_path):
                         "--no-progress", "--test-args", "--runs 1 --warmup 0",
                         "--budgets-mb", f"{budget:.3f}", "--methods", "magnitude"])
     point = result["points"][0]
-    assert result["ran"] == [point.name] and point.prune["schedule"] == [1]
+    assert result["ran"] == [point.name] and point.prune["schedule"] == [1, 2]
+    assert read_yaml(point.option_file)["prune"] == point.prune
     metrics = json.load(open(os.path.join(point.result_dir, "metrics.json")))
     assert metrics["method"] == "magnitude" and metrics["pruned"]
     from llcv.network import load_network
@@ -162,3 +166,52 @@ def test_tiny_pruner_point_trains_prunes_and_is_tested(tool, tmp_path):
     assert spec["plan"] is not None
     est = estimate_peak_memory(model, SHAPE, "inference", device="cpu").total / 2 ** 20
     assert est <= budget
+
+
+def test_the_base_prune_section_is_the_template_of_pruner_points_only(tool, tmp_path, capsys):
+    from llcv.sweep import point_options
+
+    demo = os.path.join(ROOT, "options", "prune_unet_demo.yml")
+    args = ["-opt", demo, "--input-shape", "1", "3", "128", "128", "--no-progress",
+            "--set", f"path.experiments_root={tmp_path}", "--dry-run", "--methods", "width",
+            "uniform", "memory_aware"]
+    points = tool.main([*args, "--budgets-mb", "4", "100"])["points"]
+    width, uniform, aware = (p for p in points if p.budget_mb == 4)
+    above = [p for p in points if p.budget_mb == 100]
+    out = capsys.readouterr().out
+    raw = read_yaml(demo)
+    assert width.prune is None and "prune" not in point_options(raw, width)  # no pruning
+    assert point_options(raw, aware)["prune"] == aware.prune
+    own = raw["prune"]  # MemoryAwarePruner, Taylor importance, compactors, round_to 4
+    target = {"peak_memory_mb": 4.0, "input_shape": [1, 3, 128, 128], "mode": "inference",
+              "device": "cpu"}
+    assert aware.prune == {**own, "target": target}
+    assert uniform.prune == {"type": "UniformPruner", "schedule": own["schedule"],
+                             "split": own["split"], "target": target, "importance": "l1",
+                             "round_to": own["round_to"]}  # no compactors
+    assert "uniform       4           -" in out and "--method uniform --label 4MiB" in out
+    dense = peak_mb(raw["network_g"], [1, 3, 128, 128])  # 100 MiB: the dense network fits
+    assert [p.est_peak_mb for p in (uniform, aware)] == [4.0, 4.0]
+    assert [p.est_peak_mb for p in above[1:]] == pytest.approx([dense, dense])
+    assert f"note: {above[1].name}: the dense network's {dense:.2f} MiB is within" in out
+
+    train = tool.main([*args[:-3], "uniform", "--budgets-mb", "40", "--mode", "train"])
+    assert train["points"][0].prune["target"]["optimizer"] == raw["train"]["optim_g"]
+
+
+def test_default_schedule_is_bench_prunings():
+    from llcv.sweep import default_schedule
+
+    for n in range(3, 200):  # bench_pruning's points, at least 1, 2, 3
+        assert default_schedule(n) == sorted({max(n // 4, 1), max(3 * n // 8, 2),
+                                              max(n // 2, 3)})
+    assert default_schedule(2) == [1, 2] and default_schedule(1) == [1]
+
+
+def test_a_replanned_pruner_point_with_another_prune_section_is_refused(tool, tmp_path):
+    args = ["-opt", tiny_base(tmp_path), "--input-shape", *map(str, SHAPE), "--no-progress",
+            "--slurm", "--methods", "uniform", "--budgets-mb", f"{0.9 * peak_mb(NET, SHAPE):.3f}"]
+    first = tool.main([*args, "--round-to", "2"])["points"][0]
+    assert read_yaml(first.option_file)["prune"]["round_to"] == 2
+    with pytest.raises(LLCVError, match="planned with network_g .* and prune .*'round_to': 2"):
+        tool.main([*args, "--round-to", "4"])
