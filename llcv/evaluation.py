@@ -34,7 +34,7 @@ from llcv.engine.validation import MetricSpec, apply_protocol, save_image_png, u
 from llcv.errors import LLCVError
 from llcv.inference import (axis_windows, choose_tile, plan_overlap, tile_peak_bytes,
                             tiled_inference)
-from llcv.memory import estimate_peak_memory, measure_peak
+from llcv.memory import estimate_peak_memory, measure_peak, output_shape
 from llcv.network import Spec, build_network
 from llcv.utils import MB, module_modes
 
@@ -72,9 +72,9 @@ def network_scale(network_g: Mapping[str, Any]) -> int:
     from llcv.network import network_spec
 
     size = 64
-    x = torch.empty(1, image_channels(network_g), size, size, device="meta")
-    with torch.no_grad():
-        return max(build_network(network_spec(network_g), "meta")(x).shape[-1] // size, 1)
+    out = output_shape(build_network(network_spec(network_g), "meta"),
+                       [1, image_channels(network_g), size, size])
+    return max(out[-1] // size, 1)
 
 
 def folder_sets(pairs: Sequence[Sequence[str]], first: int = 1, scale: int = 1

@@ -30,7 +30,7 @@ from llcv.engine.prune_hook import SCHEDULE_KEYS, pruner_options
 from llcv.errors import LLCVError, OptionError
 from llcv.network import build_network, network_spec
 from llcv.options import read_yaml, validate_options
-from llcv.pruners.targets import estimate_model, parse_target
+from llcv.pruners.targets import dense_peak_mb, parse_target
 from llcv.pruners.width import largest_multiplier
 from llcv.registry import PRUNERS, build, lookup
 from llcv.serialization import save_yaml
@@ -115,8 +115,8 @@ def plan_points(base: Mapping[str, Any], budgets: Sequence[float], methods: Sequ
             else:
                 section = _feasible_prune_section(base, method, budget, input_shape, mode,
                                                   device, round_to)
-                if dense_mb is None:
-                    dense_mb = _dense_peak_mb(base, section["target"])
+                if dense_mb is None:  # a budget above it leaves the network as it is
+                    dense_mb = dense_peak_mb(base["network_g"], parse_target(section["target"]))
                 points.append(Point(method, budget, name, 1.0, dict(base["network_g"]),
                                     min(budget, dense_mb), *files, prune=section))
             bar.update(1)
@@ -141,15 +141,6 @@ def _feasible_prune_section(base: Mapping[str, Any], method: str, budget: float,
     pruner = build(PRUNERS, pruner_options(section), f"--methods {method}")
     pruner.check(build_network(spec, "meta"), spec)  # widths and estimates: no weights
     return section
-
-
-def _dense_peak_mb(base: Mapping[str, Any], target: Mapping[str, Any]) -> float:
-    """The unpruned network's estimated peak (MiB) for a pruner point's target, as the prune
-    hook figures it: a budget above it leaves the network as it is."""
-    parsed = parse_target(target)
-    dense = build_network(network_spec(base["network_g"]), "meta")
-    return estimate_model(dense, parsed.input_shape, parsed.mode, parsed,
-                          parsed.device).peak(parsed.memory_kind) / MB
 
 
 def point_options(raw: Mapping[str, Any], point: Point) -> dict:

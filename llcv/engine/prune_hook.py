@@ -20,8 +20,7 @@ import copy
 from typing import Any, Mapping, Optional, Sequence
 
 from llcv.errors import OptionError
-from llcv.network import build_network, network_spec
-from llcv.pruners.targets import estimate_model, parse_target
+from llcv.pruners.targets import dense_peak_mb, parse_target
 from llcv.engine.hooks import Hook
 from llcv.evaluation import measured_inference_peak
 from llcv.registry import HOOKS, PRUNERS, build
@@ -122,11 +121,9 @@ class PruneHook(Hook):
     def _start_figure(self, runner) -> float:
         """The unpruned network's estimated peak (MiB) for the target (its shape and mode)."""
         if self._start_mb is None:
-            target = parse_target(self.pruner_cfg["target"])
-            dense = build_network(network_spec(runner.state.spec["network_g"]), device="meta")
-            device = target.device or runner.device
-            self._start_mb = estimate_model(dense, target.input_shape, target.mode, target,
-                                            device).peak(target.memory_kind) / MB
+            self._start_mb = dense_peak_mb(runner.state.spec["network_g"],
+                                           parse_target(self.pruner_cfg["target"]),
+                                           runner.device)
         return self._start_mb
 
     # ---------------------------------------------------------------- stages

@@ -4,10 +4,11 @@ caching allocator holds it (allocated, reserved) and, calibrated, the device tot
 from llcv.memory.alloc_conf import AllocatorConfig
 from llcv.memory.allocator import AllocatorPeakMeter, measure_peak, resident_bytes
 from llcv.memory.calibration import Calibration, load_calibration
-from llcv.memory.estimate import MEMORY_KINDS, LiveTensor, MemoryEstimate, estimate_peak_memory
+from llcv.memory.estimate import (MEMORY_KINDS, LiveTensor, MemoryEstimate, estimate_peak_memory,
+                                  output_shape)
 from llcv.memory.fields import MemoryEstimateFields, structure_key
 from llcv.memory.measured import MemoryMeter
 
 __all__ = ["MEMORY_KINDS", "AllocatorConfig", "AllocatorPeakMeter", "Calibration", "LiveTensor",
            "MemoryEstimate", "MemoryEstimateFields", "MemoryMeter", "estimate_peak_memory",
-           "load_calibration", "measure_peak", "resident_bytes", "structure_key"]
+           "load_calibration", "measure_peak", "output_shape", "resident_bytes", "structure_key"]

@@ -29,7 +29,7 @@ from torch import nn
 from llcv.analysis.profile import count_parameters, profile_model
 from llcv.errors import ArgumentError
 from llcv.memory import MEMORY_KINDS, MemoryEstimate, estimate_peak_memory
-from llcv.network import apply_plan
+from llcv.network import apply_plan, build_network, network_spec
 from llcv.pruners.graph import ChannelGraph
 from llcv.utils import MB, check_int_list, check_number
 
@@ -137,6 +137,14 @@ def estimate_model(model: nn.Module, shape: tuple, mode: str, target: Target,
     """``estimate_peak_memory`` with the target's optimizer, precision and device."""
     return estimate_peak_memory(model, shape, mode, optimizer=target.optimizer, amp=target.amp,
                                 device=device)
+
+
+def dense_peak_mb(network_g: Mapping[str, Any], target: Target, device: Any = None) -> float:
+    """The unpruned ``network_g``'s estimated peak (MiB) for a peak-memory ``target``: its shape,
+    mode and memory kind, on the target's device (else ``device``)."""
+    dense = build_network(network_spec(network_g), "meta")
+    return estimate_model(dense, target.input_shape, target.mode, target,
+                          target.device or device).peak(target.memory_kind) / MB
 
 
 def format_figure(kind: str, value: float) -> str:
